@@ -1,0 +1,1 @@
+"""Multinomial logistic regression on MNIST with PyTorch Lightning and Hydra."""

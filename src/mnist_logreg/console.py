@@ -1,0 +1,29 @@
+"""What a run prints: known-harmless library chatter silenced, and a short results table at the end."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any
+
+
+def quiet_libraries() -> None:
+    """Silence messages that say nothing about this project's runs; real warnings still show."""
+    # `import lightning` gives its logger a console handler of its own, while Hydra's root handler already
+    # prints every record (and writes it to the run's log file): each line would show twice.
+    logging.getLogger("lightning").handlers.clear()
+    # Advertisements for hosted services, printed by every Trainer.
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: not record.getMessage().startswith("💡 Tip")
+    )
+    # Lightning 2.6 calls an API that torch >= 2.10 marks deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+def format_results(metrics: dict[str, Any]) -> str:
+    """The final table: accuracies and losses, then wall times."""
+    rows = [(name, f"{metrics[name]:.4f}") for name in ("val/acc", "test/acc", "test/loss") if name in metrics]
+    times = (("fit time", "fit_time_s"), ("test time", "test_time_s"))
+    rows += [(name, f"{metrics[key]:.1f} s") for name, key in times if key in metrics]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)

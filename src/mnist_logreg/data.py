@@ -1,0 +1,224 @@
+"""MNIST held in memory as tensors and fed in whole batches.
+
+The whole data set is 47 MB as uint8, so there is no reason to build one PIL image per sample the way a
+`DataLoader` over torchvision's `MNIST` does: a batch is one index operation on a tensor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import torch
+from filelock import FileLock
+from torchvision.datasets import MNIST
+from torchvision.datasets.utils import check_integrity
+
+from mnist_logreg.errors import UserError
+
+log = logging.getLogger(__name__)
+
+RESTORE_HINT = "restore the shipped files with `git checkout -- data/MNIST/raw`"
+
+
+class DataError(UserError):
+    """The MNIST files are missing, corrupt or cannot be fetched."""
+
+
+class EpochOrder:
+    """The samples one rank sees in one epoch, in order: a sampler in the manner of `DistributedSampler`.
+
+    A shuffled epoch's permutation is drawn from `seed` and the epoch number alone, so it does not depend on
+    what ran before: a run resumed at epoch 3 sees what an uninterrupted run saw. Lightning calls `set_epoch`
+    at the start of every epoch. Under DDP each rank takes every `world_size`-th sample, padded by wrap-around
+    so that all ranks run the same number of batches (or they would wait on each other forever).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def indices(self) -> torch.Tensor | None:
+        """This rank's sample indices for the epoch; None means all samples in order (slices, no gather)."""
+        if not self.shuffle and self.world_size == 1:
+            return None
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        padded = len(self) * self.world_size
+        if padded > self.size:
+            order = torch.cat([order, order[: padded - self.size]])
+        return order[self.rank :: self.world_size]
+
+
+class TensorBatches:
+    """Batches of `(images, labels)` cut from whole tensors: one gather per batch, no per-sample work."""
+
+    batch_sampler = None  # Lightning inspects `sampler` and `batch_sampler` as it would on a DataLoader
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochOrder) -> None:
+        self.images = images
+        self.labels = labels
+        self.batch_size = batch_size
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.sampler) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = self.sampler.indices()
+        if indices is not None:
+            indices = indices.to(self.images.device)
+        for start in range(0, len(self.sampler), self.batch_size):
+            if indices is None:
+                end = start + self.batch_size
+                yield self.images[start:end], self.labels[start:end]
+            else:
+                batch = indices[start : start + self.batch_size]
+                yield self.images[batch], self.labels[batch]
+
+
+class MNISTDataModule(L.LightningDataModule):
+    """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
+
+    Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
+    (`transforms.ToTensor()` and nothing else).
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "data",
+        batch_size: int = 100,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        shuffle_seed: int = 0,
+        download: bool = True,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise UserError(f"data.batch_size={batch_size} is invalid: it must be a whole number >= 1.")
+        if eval_batch_size < 1:
+            raise UserError(f"data.eval_batch_size={eval_batch_size} is invalid: it must be >= 1.")
+        if val_size < 1:
+            raise UserError(f"data.val_size={val_size} is invalid: it must be >= 1 (validation picks the best checkpoint).")
+        self.save_hyperparameters(logger=False)
+        self.data_dir = Path(data_dir)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.shuffle_seed = shuffle_seed
+        self.download = download
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def raw_dir(self) -> Path:
+        return self.data_dir / "MNIST" / "raw"
+
+    def prepare_data(self) -> None:
+        """Check the four `.gz` files against torchvision's MD5 sums, then let torchvision extract them."""
+        self.raw_dir.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep jobs share data/: one process extracts while the others wait.
+        with FileLock(self.raw_dir / ".lock"):
+            missing = []
+            for filename, md5 in MNIST.resources:
+                path = self.raw_dir / filename
+                if not path.exists():
+                    missing.append(filename)
+                elif not check_integrity(str(path), md5):
+                    raise DataError(
+                        f"{path} is corrupt (its MD5 sum is not {md5}): {RESTORE_HINT}, "
+                        "or delete it to download it again."
+                    )
+            if missing and not self.download:
+                raise DataError(f"{', '.join(missing)} missing from {self.raw_dir}: {RESTORE_HINT}.")
+            self._drop_truncated_extractions()
+            try:
+                MNIST(str(self.data_dir), train=True, download=True)
+            except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+                raise DataError(
+                    f"{', '.join(missing) or 'MNIST'} missing from {self.raw_dir} and the download failed "
+                    f"({str(error).splitlines()[0]}): {RESTORE_HINT}, or connect to the internet."
+                ) from None
+
+    def _drop_truncated_extractions(self) -> None:
+        # torchvision trusts any extracted file it finds; one cut short by a killed run is deleted here
+        # so that torchvision extracts it again from the verified .gz.
+        for filename, _ in MNIST.resources:
+            extracted = self.raw_dir / filename.removesuffix(".gz")
+            if extracted.exists() and extracted.stat().st_size != _idx_size(extracted):
+                log.warning("%s is truncated; extracting it again", extracted)
+                extracted.unlink()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        train = MNIST(str(self.data_dir), train=True)
+        test = MNIST(str(self.data_dir), train=False)
+        images, labels = _as_tensors(train)
+        if self.val_size >= len(labels):
+            raise UserError(
+                f"data.val_size={self.val_size} leaves no training data: "
+                f"it must be below the {len(labels)} training images."
+            )
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.split_seed))
+        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+        self.splits = {
+            "train": (images[train_idx], labels[train_idx]),
+            "val": (images[val_idx], labels[val_idx]),
+            "test": _as_tensors(test),
+        }
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+        images, labels = self.splits[split]
+        rank, world_size, device = 0, 1, torch.device("cpu")
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            device = self.trainer.strategy.root_device
+        # On a GPU the whole split moves once; batches are then cut on the device.
+        images, labels = images.to(device), labels.to(device)
+        order = EpochOrder(len(labels), shuffle, self.shuffle_seed, rank, world_size)
+        return TensorBatches(images, labels, batch_size, order)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size)
+
+
+def _as_tensors(dataset: MNIST) -> tuple[torch.Tensor, torch.Tensor]:
+    images = dataset.data.reshape(len(dataset.data), -1).float().div_(255.0)
+    return images, dataset.targets.long()
+
+
+def _idx_size(path: Path) -> int:
+    """The byte size an IDX file's header promises: 4 magic bytes, 4 bytes per dimension, then the data."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        if len(header) < 4:
+            return -1
+        ndim = header[3]
+        dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        return -1
+    shape = [int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim)]
+    return 4 + 4 * ndim + math.prod(shape)

@@ -1,0 +1,24 @@
+"""Train multinomial logistic regression on MNIST.
+
+    python train.py                                   # the tutorial's settings: about 82% test accuracy
+    python train.py optimizer.lr=0.01 trainer.max_epochs=5
+    python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_logreg.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@report_user_errors
+def main(cfg: DictConfig) -> float | None:
+    """Returns the metric a sweeper optimises (`optimized_metric`, validation accuracy by default)."""
+    from mnist_logreg.pipeline import train  # imported here so that `--help` does not load torch
+
+    return train(cfg).get(cfg.optimized_metric)
+
+
+if __name__ == "__main__":
+    main()
