@@ -151,9 +151,11 @@ class MNISTDataModule(L.LightningDataModule):
             try:
                 MNIST(str(self.data_dir), train=True, download=True)
             except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+                reason = " ".join(line.strip() for line in str(error).splitlines()[-2:])
                 raise DataError(
-                    f"{', '.join(missing) or 'MNIST'} missing from {self.raw_dir} and the download failed "
-                    f"({str(error).splitlines()[0]}): {RESTORE_HINT}, or connect to the internet."
+                    f"MNIST is not in {self.raw_dir} (missing: {', '.join(missing)}) and the download failed "
+                    f"({reason}). Run from the project directory, point paths.data_dir at a directory holding "
+                    f"MNIST/raw, or {RESTORE_HINT}."
                 ) from None
 
     def _drop_truncated_extractions(self) -> None:

@@ -1,0 +1,46 @@
+"""Every option of every config group composes, and the objects it names can be built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from conftest import CONF_DIR
+
+GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment"]
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes(compose_train, group: str, option: str) -> None:
+    cfg = compose_train(f"{group}={option}")
+    assert cfg.data.batch_size >= 1
+    optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
+    assert isinstance(optimizer, torch.optim.Optimizer)
+    for part in ("callbacks", "logger"):
+        for node in (cfg.get(part) or {}).values():
+            assert instantiate(node) is not None
+    if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available():
+        trainer = instantiate(cfg.trainer, logger=False)
+        assert trainer.max_epochs == (1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs)
+
+
+def test_defaults_are_the_tutorial(compose_train) -> None:
+    cfg = compose_train()
+    assert cfg.optimizer._target_ == "torch.optim.SGD"
+    assert (cfg.optimizer.lr, cfg.optimizer.momentum, cfg.optimizer.weight_decay) == (0.001, 0.0, 0.0)
+    assert (cfg.data.batch_size, cfg.trainer.max_epochs, cfg.seed) == (100, 5, 0)
+    assert compose_train("experiment=tutorial") == cfg
+
+
+def test_user_overrides_reach_the_config(compose_train) -> None:
+    cfg = compose_train("optimizer=adam", "optimizer.lr=0.01", "data.batch_size=256", "seed=7", "trainer=cpu")
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 0.01
+    assert cfg.data.batch_size == 256 and cfg.data.shuffle_seed == 7
+    assert cfg.trainer.accelerator == "cpu"
+
+
+def test_data_dir_is_resolved_against_the_launch_directory(compose_train) -> None:
+    cfg = compose_train()
+    assert cfg.data.data_dir == str(CONF_DIR.parent / "data")

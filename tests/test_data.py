@@ -1,0 +1,90 @@
+"""The data module on a tiny synthetic MNIST: shapes, splits, shuffling, sharding, file checks."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnist_logreg.data import DataError, EpochOrder, MNISTDataModule, TensorBatches
+from mnist_logreg.errors import UserError
+
+
+def prepared(data_dir: Path, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(data_dir=str(data_dir), **kwargs)
+    dm.prepare_data()
+    dm.setup()
+    return dm
+
+
+def test_splits_shapes_and_scale(tiny_mnist: Path) -> None:
+    dm = prepared(tiny_mnist, val_size=100)
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (dm.splits[s] for s in ("train", "val", "test"))
+    assert train_x.shape == (500, 784) and val_x.shape == (100, 784) and test_x.shape == (200, 784)
+    assert train_x.dtype == torch.float32 and train_y.dtype == torch.int64
+    assert 0.0 <= float(train_x.min()) and float(train_x.max()) == 1.0
+    # The test split is the official file, in file order.
+    raw = gzip.open(tiny_mnist / "MNIST/raw/t10k-labels-idx1-ubyte.gz").read()[8:]
+    assert test_y.tolist() == list(raw)
+
+
+def test_validation_split_is_seeded_and_disjoint(tiny_mnist: Path) -> None:
+    a, b = prepared(tiny_mnist, val_size=100), prepared(tiny_mnist, val_size=100)
+    c = prepared(tiny_mnist, val_size=100, split_seed=1)
+    assert torch.equal(a.splits["val"][0], b.splits["val"][0])
+    assert not torch.equal(a.splits["val"][0], c.splits["val"][0])
+    train_rows = {tuple(r.tolist()) for r in a.splits["train"][0]}
+    assert not any(tuple(r.tolist()) in train_rows for r in a.splits["val"][0])
+
+
+def test_each_epoch_is_a_seeded_permutation() -> None:
+    order = EpochOrder(1000, shuffle=True, seed=3)
+    epoch0 = order.indices()
+    assert sorted(epoch0.tolist()) == list(range(1000))
+    order.set_epoch(1)
+    epoch1 = order.indices()
+    assert not torch.equal(epoch0, epoch1)
+    again = EpochOrder(1000, shuffle=True, seed=3)
+    again.set_epoch(1)
+    assert torch.equal(again.indices(), epoch1)
+
+
+def test_batches_cover_the_split_once() -> None:
+    images = torch.arange(250, dtype=torch.float32).unsqueeze(1)
+    labels = torch.arange(250)
+    batches = TensorBatches(images, labels, 100, EpochOrder(250, shuffle=True))
+    seen = [y for _, y in batches]
+    assert len(batches) == len(seen) == 3 and [len(y) for y in seen] == [100, 100, 50]
+    assert sorted(torch.cat(seen).tolist()) == list(range(250))
+    sequential = TensorBatches(images, labels, 100, EpochOrder(250, shuffle=False))
+    assert torch.cat([y for _, y in sequential]).tolist() == list(range(250))
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_ranks_get_disjoint_equal_shards(shuffle: bool) -> None:
+    shards = [EpochOrder(1000, shuffle, seed=0, rank=r, world_size=2).indices() for r in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 500
+    assert sorted(torch.cat(shards).tolist()) == list(range(1000))
+
+
+def test_bad_sizes_are_refused(tiny_mnist: Path) -> None:
+    with pytest.raises(UserError, match="batch_size=0 is invalid"):
+        MNISTDataModule(data_dir=str(tiny_mnist), batch_size=0)
+    with pytest.raises(UserError, match="val_size=600 leaves no training data"):
+        prepared(tiny_mnist, val_size=600)
+
+
+def test_corrupt_file_is_named(tiny_mnist: Path) -> None:
+    path = tiny_mnist / "MNIST/raw/train-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz is corrupt.*git checkout"):
+        prepared(tiny_mnist)
+
+
+def test_truncated_extraction_is_redone(tiny_mnist: Path) -> None:
+    expected = prepared(tiny_mnist, val_size=100).splits["train"][0]
+    extracted = tiny_mnist / "MNIST/raw/train-images-idx3-ubyte"
+    extracted.write_bytes(extracted.read_bytes()[:1000])
+    assert torch.equal(prepared(tiny_mnist, val_size=100).splits["train"][0], expected)

@@ -1,0 +1,75 @@
+"""End-to-end `train.py` runs on the real MNIST files (slow: seconds each)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT
+from mnist_logreg.data import MNISTDataModule
+from mnist_logreg.model import LogisticRegression
+from mnist_logreg.pipeline import train
+
+pytestmark = pytest.mark.slow
+
+
+def run_train(*overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_train(
+        "optimizer.lr=0.1", "trainer.max_epochs=2", "+trainer.limit_train_batches=100", f"hydra.run.dir={out}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "completed"
+    assert 0.5 < metrics["test/acc"] < 1.0 and 0.5 < metrics["val/acc"] < 1.0  # chance is 0.1
+    assert metrics["fit_time_s"] > 0 and metrics["test_time_s"] > 0 and metrics["steps"] == 200
+    assert OmegaConf.load(out / ".hydra" / "config.yaml").optimizer.lr == 0.1  # the composed config
+    assert "test/acc" in result.stderr + result.stdout  # the final results table
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"} <= tags
+
+    best = out / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    assert metrics["ckpt_path"] == str(best)
+    # The checkpoint alone rebuilds the model and the data; its test accuracy is the run's.
+    model = LogisticRegression.load_from_checkpoint(best).eval()
+    datamodule = MNISTDataModule.load_from_checkpoint(best)
+    datamodule.setup()
+    images, labels = datamodule.splits["test"]
+    with torch.no_grad():
+        accuracy = (model(images).argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_tutorial_defaults_reach_about_82_percent(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_train(f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.80 <= metrics["test/acc"] <= 0.86
+    assert metrics["steps"] == 5 * 550
+
+
+def test_ten_times_the_learning_rate_reaches_88_percent(compose_train) -> None:
+    metrics = train(compose_train("optimizer.lr=0.01", "callbacks.progress_bar.refresh_rate=0"))
+    assert metrics["test/acc"] >= 0.88
