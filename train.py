@@ -1,8 +1,8 @@
 """Train multinomial logistic regression on MNIST.
 
-    python train.py                                   # the tutorial's settings: about 82% test accuracy
-    python train.py optimizer.lr=0.01 trainer.max_epochs=5
-    python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
+python train.py                                   # the tutorial's settings: about 82% test accuracy
+python train.py optimizer.lr=0.01 trainer.max_epochs=5
+python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
 """
 
 import hydra

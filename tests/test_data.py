@@ -21,12 +21,13 @@ def prepared(data_dir: Path, **kwargs) -> MNISTDataModule:
 
 def test_splits_shapes_and_scale(tiny_mnist: Path) -> None:
     dm = prepared(tiny_mnist, val_size=100)
-    (train_x, train_y), (val_x, val_y), (test_x, test_y) = (dm.splits[s] for s in ("train", "val", "test"))
+    (train_x, train_y), (val_x, _), (test_x, test_y) = (dm.splits[s] for s in ("train", "val", "test"))
     assert train_x.shape == (500, 784) and val_x.shape == (100, 784) and test_x.shape == (200, 784)
     assert train_x.dtype == torch.float32 and train_y.dtype == torch.int64
-    assert 0.0 <= float(train_x.min()) and float(train_x.max()) == 1.0
+    assert float(train_x.min()) >= 0.0 and float(train_x.max()) == 1.0
     # The test split is the official file, in file order.
-    raw = gzip.open(tiny_mnist / "MNIST/raw/t10k-labels-idx1-ubyte.gz").read()[8:]
+    with gzip.open(tiny_mnist / "MNIST/raw/t10k-labels-idx1-ubyte.gz") as f:
+        raw = f.read()[8:]
     assert test_y.tolist() == list(raw)
 
 
@@ -79,7 +80,7 @@ def test_bad_sizes_are_refused(tiny_mnist: Path) -> None:
 def test_corrupt_file_is_named(tiny_mnist: Path) -> None:
     path = tiny_mnist / "MNIST/raw/train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-10])
-    with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz is corrupt.*git checkout"):
+    with pytest.raises(DataError, match=r"train-labels-idx1-ubyte\.gz is corrupt.*git checkout"):
         prepared(tiny_mnist)
 
 

@@ -22,7 +22,9 @@ def quiet_libraries() -> None:
 
 def format_results(metrics: dict[str, Any]) -> str:
     """The final table: accuracies and losses, then wall times."""
-    rows = [(name, f"{metrics[name]:.4f}") for name in ("val/acc", "test/acc", "test/loss") if name in metrics]
+    rows = [
+        (name, f"{metrics[name]:.4f}") for name in ("val/acc", "test/acc", "test/loss") if name in metrics
+    ]
     times = (("fit time", "fit_time_s"), ("test time", "test_time_s"))
     rows += [(name, f"{metrics[key]:.1f} s") for name, key in times if key in metrics]
     width = max(len(name) for name, _ in rows)

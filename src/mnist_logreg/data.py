@@ -70,7 +70,9 @@ class TensorBatches:
 
     batch_sampler = None  # Lightning inspects `sampler` and `batch_sampler` as it would on a DataLoader
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochOrder) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochOrder
+    ) -> None:
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
@@ -115,7 +117,10 @@ class MNISTDataModule(L.LightningDataModule):
         if eval_batch_size < 1:
             raise UserError(f"data.eval_batch_size={eval_batch_size} is invalid: it must be >= 1.")
         if val_size < 1:
-            raise UserError(f"data.val_size={val_size} is invalid: it must be >= 1 (validation picks the best checkpoint).")
+            raise UserError(
+                f"data.val_size={val_size} is invalid: it must be >= 1 "
+                "(the validation split picks the best checkpoint)."
+            )
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -154,8 +159,8 @@ class MNISTDataModule(L.LightningDataModule):
                 reason = " ".join(line.strip() for line in str(error).splitlines()[-2:])
                 raise DataError(
                     f"MNIST is not in {self.raw_dir} (missing: {', '.join(missing)}) and the download failed "
-                    f"({reason}). Run from the project directory, point paths.data_dir at a directory holding "
-                    f"MNIST/raw, or {RESTORE_HINT}."
+                    f"({reason}). Run from the project directory, point paths.data_dir at a directory "
+                    f"holding MNIST/raw, or {RESTORE_HINT}."
                 ) from None
 
     def _drop_truncated_extractions(self) -> None:
