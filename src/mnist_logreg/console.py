@@ -12,6 +12,8 @@ def quiet_libraries() -> None:
     # `import lightning` gives its logger a console handler of its own, while Hydra's root handler already
     # prints every record (and writes it to the run's log file): each line would show twice.
     logging.getLogger("lightning").handlers.clear()
+    # The same for submitit, in a job started by `hydra/launcher=submitit_*`.
+    logging.getLogger("submitit").handlers.clear()
     # Advertisements for hosted services, printed by every Trainer.
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: not record.getMessage().startswith("💡 Tip")

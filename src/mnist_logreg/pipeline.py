@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.distributed import refuse_relaunch_in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks=[instantiate(c) for c in (cfg.get("callbacks") or {}).values()],
         logger=[instantiate(lg) for lg in (cfg.get("logger") or {}).values()] or False,
     )
+    refuse_relaunch_in_multirun(trainer)
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
