@@ -1,0 +1,87 @@
+"""Sweeps through Hydra's submitit launcher: local jobs for real, the SLURM preset up to its sbatch script."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import submitit
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from conftest import CONF_DIR, ROOT
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_each_job_in_its_own_process_with_its_outputs(tmp_path: Path) -> None:
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local"]
+    command += ["trainer.accelerator=cpu", "+trainer.limit_train_batches=20", "trainer.max_epochs=1"]
+    command += ["callbacks.progress_bar.refresh_rate=0", f"hydra.sweep.dir={tmp_path}"]
+    command += ["optimizer.lr=0.1,0.5"]  # the sweep: two jobs
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, output.decode()[-3000:]
+
+    results = {}  # what each job returned to the launcher, by its sweep override
+    for path in tmp_path.glob(".submitit/*/*_result.pkl"):
+        outcome, job_return = pickle.loads(path.read_bytes())
+        assert outcome == "success"
+        results[job_return.overrides[-1]] = job_return.return_value
+    assert sorted(results) == ["optimizer.lr=0.1", "optimizer.lr=0.5"]
+
+    pids = set()
+    for job, lr in (("0", 0.1), ("1", 0.5)):
+        out = tmp_path / job
+        assert OmegaConf.load(out / ".hydra" / "config.yaml").optimizer.lr == lr
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and metrics["steps"] == 20
+        assert 0.5 < metrics["test/acc"] < 1.0 and results[f"optimizer.lr={lr}"] == metrics["val/acc"]
+        assert "test/acc" in (out / "train.log").read_text()
+        assert (out / "checkpoints" / "best.ckpt").is_file()
+        pids |= {f.name.split(".")[-2] for f in (out / "tensorboard").glob("events.out.tfevents.*")}
+    # Two jobs, two processes, neither of them the launcher.
+    assert len(pids) == 2 and str(launcher.pid) not in pids
+
+
+def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preset's knobs, as hydra-submitit-launcher hands them to submitit, and as submitit writes them.
+
+    No SLURM here: submitit only looks for `srun` on the PATH before it builds the script, and the launch is
+    stopped where the jobs would be submitted.
+    """
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=20"]
+    overrides += ["hydra.launcher.setup=[module load cuda]", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
+    HydraConfig.instance().set_config(cfg)
+
+    class Submitted(Exception):
+        pass
+
+    def stop_at_submission(executor: submitit.AutoExecutor, *args: object) -> None:
+        raise Submitted(executor)
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", stop_at_submission)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=None, config=cfg)
+    with pytest.raises(Submitted) as submitted:
+        launcher.launch([["optimizer.lr=0.1"], ["optimizer.lr=0.5"]], initial_job_idx=0)
+    executor = submitted.value.args[0]
+    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "0")
+    for line in ("--partition=gpu", "--time=20", "--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"):
+        assert f"#SBATCH {line}\n" in script
+    assert "#SBATCH --cpus-per-task=4\n" in script and "#SBATCH --mem=8GB\n" in script
+    assert "\nmodule load cuda\n" in script and "\nsrun " in script
