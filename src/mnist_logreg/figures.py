@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ def weight_templates(weights: torch.Tensor) -> Figure:
     axes = fig.subplots(2, (len(weights) + 1) // 2)
     for digit, (ax, row) in enumerate(zip(axes.flat, weights, strict=False)):
         image = ax.imshow(
-            row.reshape(28, 28), cmap=WEIGHTS_CMAP, vmin=-limit, vmax=limit, interpolation="nearest"
+            row.reshape(28, 28).numpy(), cmap=WEIGHTS_CMAP, vmin=-limit, vmax=limit, interpolation="nearest"
         )
         ax.set_title(str(digit))
         ax.set_axis_off()
@@ -64,8 +65,10 @@ def confusion_figure(matrix: torch.Tensor) -> Figure:
 
     fig = Figure(figsize=CONFUSION_SIZE, dpi=DPI, layout="constrained")
     ax = fig.subplots()
-    metric = MulticlassConfusionMatrix(len(matrix))
-    metric.plot(matrix, ax=ax, cmap="Blues")
+    with warnings.catch_warnings():
+        # torchmetrics hands matplotlib a tensor, whose __array__ predates numpy 2's `copy` argument.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        MulticlassConfusionMatrix(len(matrix)).plot(matrix, ax=ax, cmap="Blues")
     total = int(matrix.sum())
     ax.set_title(f"Confusion matrix: {total} test images, accuracy {int(matrix.trace()) / total:.4f}")
     return fig
@@ -90,7 +93,7 @@ def mistakes_figure(
     for ax in axes.flat:
         ax.set_axis_off()
     for ax, i in zip(axes.flat, indices.tolist(), strict=False):
-        ax.imshow(images[i].reshape(28, 28), cmap="gray_r", vmin=0.0, vmax=1.0)
+        ax.imshow(images[i].reshape(28, 28).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
         ax.set_title(f"true {labels[i]}, said {preds[i]}\n{confidence[i]:.1%}", fontsize=9)
     fig.suptitle(f"The {len(indices)} most confident mistakes on the test set")
     return fig

@@ -39,7 +39,9 @@ def find_images(spec: str) -> list[Path]:
     else:
         files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
     if not files:
-        raise UserError(f"images={spec}: no such file, folder, or matching files (quote a glob: 'images=d/*.png')")
+        raise UserError(
+            f"images={spec}: no such file, folder, or matching files (quote a glob: 'images=d/*.png')"
+        )
     return sorted(files)
 
 

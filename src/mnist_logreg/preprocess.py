@@ -107,4 +107,3 @@ def centre_by_mass(ink: np.ndarray) -> np.ndarray:
     field = np.zeros((SIZE, SIZE), dtype=np.float32)
     field[top : top + height, left : left + width] = ink
     return field
-
