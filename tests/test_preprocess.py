@@ -46,6 +46,15 @@ def test_light_ink_on_dark_paper_and_dark_ink_on_light_paper_agree() -> None:
     assert torch.equal(to_mnist(ImageOps.invert(dark_on_light)), to_mnist(dark_on_light))
 
 
+def test_a_16_bit_scan_is_scaled_not_clipped(tmp_path: Path) -> None:
+    # Grey paper at 40000 and ink at 10000 of 65535: clipped to 8 bits, both would be 255 (a blank page).
+    deep = np.where(np.asarray(paper()) > 0, 40000, 10000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "scan.png")
+    with load_image(tmp_path / "scan.png") as image:
+        assert image.mode.startswith("I")
+        assert torch.equal(to_mnist(image), to_mnist(paper()))
+
+
 def test_grey_noisy_paper_gives_the_clean_digit() -> None:
     rng = np.random.default_rng(0)
     clean = np.asarray(paper(), dtype=np.float64)

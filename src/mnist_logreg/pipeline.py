@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.checkpoint import load_checkpoint
 from mnist_logreg.console import format_results, quiet_libraries
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     The numbers equal those of the training run that wrote the checkpoint: same weights, same data.
     """
-    from mnist_logreg.checkpoint import load_checkpoint
-
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)

@@ -48,6 +48,8 @@ def load_image(path: str | Path) -> Image.Image:
 
 def grayscale(image: Image.Image) -> np.ndarray:
     """Luminance as uint8; a transparent background counts as white paper."""
+    if image.mode.startswith("I"):  # 16-bit scans: Pillow's conversion to 8 bits would clip, not scale
+        return (np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
     return np.asarray(image.convert("L"))
@@ -91,8 +93,7 @@ def fit_into_box(ink: np.ndarray) -> np.ndarray:
         return ink
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     method = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
-    resized = np.asarray(Image.fromarray(ink, mode="F").resize(size, method), dtype=np.float32)
-    resized = np.clip(resized, 0.0, None)
+    resized = np.asarray(Image.fromarray(ink).resize(size, method), dtype=np.float32)
     return resized / resized.max()
 
 
