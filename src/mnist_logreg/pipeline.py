@@ -13,6 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.checkpoint import load_checkpoint
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 
@@ -69,3 +70,27 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Test a checkpoint on the official 10k test images; the model and data settings come from it alone.
+
+    The numbers equal those of the training run that wrote the checkpoint: same weights, same data.
+    """
+    quiet_libraries()
+    output_dir = Path(cfg.paths.output_dir)
+    model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        callbacks=[instantiate(c) for c in (cfg.get("callbacks") or {}).values()],
+        logger=[instantiate(lg) for lg in (cfg.get("logger") or {}).values()] or False,
+    )
+    started = time.perf_counter()
+    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    metrics: dict[str, Any] = {"status": "completed", "test_time_s": time.perf_counter() - started}
+    metrics.update({name: float(value) for name, value in results.items()})
+    metrics["ckpt_path"] = os.path.abspath(cfg.ckpt_path)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("Results (%s):\n%s", output_dir, format_results(metrics))
+    return metrics

@@ -1,0 +1,22 @@
+"""Test a trained checkpoint on the official 10k MNIST test images.
+
+python eval.py ckpt_path=logs/runs/<run>/checkpoints/best.ckpt
+python eval.py ckpt_path=best.ckpt paths.data_dir=/data   # a checkpoint from another machine
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_logreg.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="eval")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from mnist_logreg.pipeline import evaluate  # imported here so that `--help` does not load torch
+
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Label your own digit images with a trained checkpoint.
+
+python predict.py ckpt_path=logs/runs/<run>/checkpoints/best.ckpt images=my_digits/
+python predict.py ckpt_path=best.ckpt images=seven.jpg
+python predict.py ckpt_path=best.ckpt 'images=scans/**/*.png'   # quote a glob
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_logreg.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from mnist_logreg.prediction import predict  # imported here so that `--help` does not load torch
+
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""What the trained classifier looks like: weight templates, confusion matrix, most confident mistakes.
+
+A linear classifier is the one model whose weights a person can read: class c's logit is the sum of the
+image's pixels weighted by row c of the weight matrix, so each row, drawn as 28x28, is a template of where
+ink speaks for the class (red) or against it (blue).
+
+The figures are drawn once, when testing ends, for the tested model on the whole test set in one forward
+pass: nothing runs in the training loop. Matplotlib is imported inside the functions, so that starting a
+run stays quick, and figures are drawn on the Agg canvas directly, without pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+DPI = 100
+WEIGHTS_SIZE = (10.0, 4.4)  # inches: 1000 x 440 pixels at DPI
+CONFUSION_SIZE = (8.0, 7.5)  # 800 x 750
+MISTAKES_SIZE = (10.0, 4.8)  # 1000 x 480
+MISTAKES_GRID = (3, 8)  # the 24 most confident mistakes
+WEIGHTS_CMAP = "RdBu_r"  # diverging: zero is the map's centre, positive weights red
+
+
+def weight_templates(weights: torch.Tensor) -> Figure:
+    """One 28x28 image per class, all on one colour scale that is symmetric about zero."""
+    from matplotlib.figure import Figure
+
+    weights = weights.detach().float().cpu()
+    limit = float(weights.abs().max()) or 1.0  # symmetric limits put zero weight at the map's centre
+    fig = Figure(figsize=WEIGHTS_SIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(2, (len(weights) + 1) // 2)
+    for digit, (ax, row) in enumerate(zip(axes.flat, weights, strict=False)):
+        image = ax.imshow(
+            row.reshape(28, 28).numpy(), cmap=WEIGHTS_CMAP, vmin=-limit, vmax=limit, interpolation="nearest"
+        )
+        ax.set_title(str(digit))
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    fig.suptitle("Weight templates: ink on red pixels raises the class's logit, ink on blue lowers it")
+    return fig
+
+
+def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Counts: row = true class, column = predicted class."""
+    return MulticlassConfusionMatrix(num_classes, validate_args=False)(preds, labels)
+
+
+def confusion_figure(matrix: torch.Tensor) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=CONFUSION_SIZE, dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    with warnings.catch_warnings():
+        # torchmetrics hands matplotlib a tensor, whose __array__ predates numpy 2's `copy` argument.
+        warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+        MulticlassConfusionMatrix(len(matrix)).plot(matrix, ax=ax, cmap="Blues")
+    total = int(matrix.sum())
+    ax.set_title(f"Confusion matrix: {total} test images, accuracy {int(matrix.trace()) / total:.4f}")
+    return fig
+
+
+def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the wrongly classified images, most confident first."""
+    confidence, preds = probs.max(1)
+    wrong = (preds != labels).nonzero().squeeze(1)
+    order = confidence[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:count]]
+
+
+def mistakes_figure(
+    images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, indices: torch.Tensor
+) -> Figure:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=MISTAKES_SIZE, dpi=DPI, layout="constrained")
+    axes = fig.subplots(*MISTAKES_GRID)
+    confidence, preds = probs.max(1)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, i in zip(axes.flat, indices.tolist(), strict=False):
+        ax.imshow(images[i].reshape(28, 28).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
+        ax.set_title(f"true {labels[i]}, said {preds[i]}\n{confidence[i]:.1%}", fontsize=9)
+    fig.suptitle(f"The {len(indices)} most confident mistakes on the test set")
+    return fig
+
+
+def render(fig: Figure) -> np.ndarray:
+    """The figure as an H x W x 3 uint8 array: the PNG and TensorBoard get the same pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+class ModelFigures(L.Callback):
+    """Draws the figures when testing ends; saves them as PNG in `dirpath` and logs them to TensorBoard.
+
+    The figures show the tested model (the best checkpoint, after fit) on the whole test split of the
+    data module, on the first rank only.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        images, labels = trainer.datamodule.splits["test"]
+        with torch.no_grad():
+            probs = pl_module(images.to(pl_module.device)).softmax(1).cpu()
+        images, labels = images.cpu(), labels.cpu()
+        num_classes = probs.shape[1]
+        figures = {
+            "weight_templates": weight_templates(pl_module.linear.weight),
+            "confusion_matrix": confusion_figure(confusion_matrix(probs.argmax(1), labels, num_classes)),
+            "confident_mistakes": mistakes_figure(
+                images, labels, probs, confident_mistakes(probs, labels, math.prod(MISTAKES_GRID))
+            ),
+        }
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        for name, fig in figures.items():
+            self.save_and_log(trainer, name, render(fig))
+        log.info("Figures: %s", self.dirpath)
+
+    def save_and_log(self, trainer: L.Trainer, name: str, pixels: np.ndarray) -> None:
+        from PIL import Image
+
+        Image.fromarray(pixels).save(self.dirpath / f"{name}.png")
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_image(f"figures/{name}", pixels, trainer.global_step, dataformats="HWC")

@@ -1,0 +1,114 @@
+"""A checkpoint as an ONNX model, checked against PyTorch on the whole test set before it is kept.
+
+The model takes float32 pixels in [0, 1] shaped N x 1 x 28 x 28 (any N) and returns logits, exactly what
+the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.errors import UserError
+from mnist_logreg.model import LogisticRegression
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = 'pip install -e ".[export]"'
+INPUT, OUTPUT = "pixels", "logits"
+
+
+class ExportError(UserError):
+    """The ONNX model does not reproduce PyTorch's results, or its tools are not installed."""
+
+
+def export_onnx(model: LogisticRegression, path: Path) -> None:
+    """Write `model` as ONNX with a dynamic batch dimension, in one file.
+
+    Uses torch's current exporter (`dynamo=True`, which needs onnxscript): the TorchScript-based one
+    still works in torch 2.14 but is deprecated and warns that it will be removed.
+    """
+    for module in ("onnx", "onnxscript"):
+        require(module)
+    # The exporter's optimisation passes log each step at INFO; what matters is the check that follows.
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    sample = torch.zeros(2, 1, 28, 28)
+    batch = torch.export.Dim("batch")
+    with warnings.catch_warnings():
+        # torch.export's note on the model's unused submodules (metrics, loss) says nothing to act on.
+        warnings.simplefilter("ignore", UserWarning)
+        model.eval().to_onnx(
+            path,
+            (sample,),
+            dynamo=True,
+            external_data=False,  # the weights inside the .onnx file, not in a second file next to it
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes={"images": {0: batch}},
+            verbose=False,
+        )
+
+
+def compare_with_torch(
+    model: LogisticRegression, path: Path, images: torch.Tensor
+) -> tuple[int, float, np.ndarray]:
+    """onnxruntime's logits against PyTorch's on `images`: differing predictions, max |difference|, logits."""
+    onnxruntime = require("onnxruntime")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    pixels = images.reshape(-1, 1, 28, 28).float().numpy()
+    (onnx_logits,) = session.run([OUTPUT], {INPUT: pixels})
+    with torch.no_grad():
+        torch_logits = model(torch.from_numpy(pixels)).numpy()
+    differing = int((onnx_logits.argmax(1) != torch_logits.argmax(1)).sum())
+    return differing, float(np.abs(onnx_logits - torch_logits).max()), onnx_logits
+
+
+def export(cfg: DictConfig) -> Path:
+    """Export, verify on the official test set, and only then move the file to its final name."""
+    model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    images, labels = datamodule.splits["test"]
+
+    path = Path(cfg.onnx_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        export_onnx(model, tmp)
+        differing, max_diff, logits = compare_with_torch(model, tmp, images)
+        if differing or max_diff > cfg.atol:
+            raise ExportError(
+                f"the ONNX model disagrees with PyTorch on the {len(labels)} test images ({differing} "
+                f"predictions differ, max logit difference {max_diff:.2e} > atol={cfg.atol}); nothing written"
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    accuracy = float((torch.from_numpy(logits).argmax(1) == labels).float().mean())
+    log.info(
+        "Wrote %s: on the %d test images onnxruntime gives PyTorch's predictions (max logit difference "
+        "%.1e), test accuracy %.4f",
+        path,
+        len(labels),
+        max_diff,
+        accuracy,
+    )
+    return path
+
+
+def require(module: str) -> ModuleType:
+    """Import an export-only dependency, or say how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"export needs {module}, which is not installed: {INSTALL_HINT}") from None

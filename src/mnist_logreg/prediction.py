@@ -1,0 +1,107 @@
+"""Label a person's own digit images with a trained checkpoint: predictions.csv and a printed table."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.errors import UserError
+from mnist_logreg.preprocess import ImageError, load_image, to_mnist
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ("path", "prediction", "probability", "error")
+
+
+@dataclass
+class Prediction:
+    path: str
+    prediction: int | None = None
+    probability: float | None = None
+    error: str = ""
+
+
+def find_images(spec: str) -> list[Path]:
+    """The files that `spec` names: one file, the files in a folder (not hidden, not recursive), or a glob."""
+    path = Path(spec)
+    if path.is_dir():
+        files = [p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")]
+    elif path.exists():
+        files = [path]
+    else:
+        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    if not files:
+        raise UserError(
+            f"images={spec}: no such file, folder, or matching files (quote a glob: 'images=d/*.png')"
+        )
+    return sorted(files)
+
+
+def predict_files(model: torch.nn.Module, files: list[Path]) -> list[Prediction]:
+    """Every file gets a row: its prediction and probability, or why it could not be read."""
+    rows, images = [], []
+    for path in files:
+        try:
+            images.append(to_mnist(load_image(path)))
+            rows.append(Prediction(str(path)))
+        except ImageError as error:
+            rows.append(Prediction(str(path), error=str(error)))
+    if images:
+        with torch.no_grad():
+            probs = model(torch.stack(images)).softmax(1)
+        confidence, labels = probs.max(1)
+        readable = [row for row in rows if not row.error]
+        for row, label, p in zip(readable, labels.tolist(), confidence.tolist(), strict=True):
+            row.prediction, row.probability = label, p
+    return rows
+
+
+def write_csv(path: Path, rows: list[Prediction]) -> None:
+    """Written whole or not at all, like metrics.json."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for row in rows:
+            probability = "" if row.probability is None else f"{row.probability:.4f}"
+            prediction = "" if row.prediction is None else row.prediction
+            writer.writerow([row.path, prediction, probability, row.error])
+    os.replace(tmp, path)
+
+
+def format_table(rows: list[Prediction]) -> str:
+    width = max(len("path"), *(len(row.path) for row in rows))
+    lines = [f"  {'path':<{width}}  prediction  probability"]
+    for row in rows:
+        if row.error:
+            lines.append(f"  {row.path:<{width}}  error: {row.error}")
+        else:
+            lines.append(f"  {row.path:<{width}}  {row.prediction:>10}  {row.probability:>11.4f}")
+    return "\n".join(lines)
+
+
+def predict(cfg: DictConfig) -> list[Prediction]:
+    """Preprocess each image as MNIST was made, classify them in one batch, write and print the results."""
+    if cfg.get("images") in (None, "", "???"):
+        raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
+    files = find_images(str(cfg.images))
+    model, _ = load_checkpoint(cfg.get("ckpt_path"))
+    rows = predict_files(model, files)
+    output = Path(cfg.paths.output_dir) / "predictions.csv"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(output, rows)
+    log.info("Predictions (%s):\n%s", output, format_table(rows))
+    failed = sum(1 for row in rows if row.error)
+    if failed == len(rows):
+        raise UserError(f"no file could be labelled ({len(rows)} tried): see the errors in {output}")
+    if failed:
+        log.warning("%d of %d files could not be labelled: see the errors above", failed, len(rows))
+    return rows

@@ -1,0 +1,139 @@
+"""A person's image made MNIST-like: exact pixels on synthetic shapes, labels kept on MNIST renderings."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+from torchvision.datasets import MNIST
+
+from conftest import ROOT
+from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.preprocess import ImageError, load_image, to_mnist
+
+
+def paper(
+    size: tuple[int, int] = (100, 60), ink_box: tuple[int, int, int, int] = (30, 10, 50, 50)
+) -> Image.Image:
+    """Dark ink (a filled rectangle: left, top, right, bottom) on white paper, as a photo of a page is."""
+    pixels = np.full((size[1], size[0]), 255, dtype=np.uint8)
+    left, top, right, bottom = ink_box
+    pixels[top:bottom, left:right] = 0
+    return Image.fromarray(pixels)
+
+
+def test_a_rectangle_is_inverted_fitted_to_20_pixels_and_centred_by_mass() -> None:
+    out = to_mnist(paper())  # 20 wide, 40 tall
+    assert out.shape == (1, 28, 28) and out.dtype == torch.float32
+    expected = torch.zeros(28, 28)
+    # Halved to 10 x 20; centre of mass (9.5, 4.5) moved onto (14, 14): rows 5-24, columns 10-19.
+    expected[5:25, 10:20] = 1.0
+    assert torch.equal(out[0], expected)
+
+
+def test_aspect_ratio_is_kept_for_a_thin_stroke() -> None:
+    out = to_mnist(paper(size=(300, 300), ink_box=(100, 50, 108, 250)))  # 8 x 200: a "1"
+    rows, cols = out[0].nonzero(as_tuple=True)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (20, 1)
+
+
+def test_light_ink_on_dark_paper_and_dark_ink_on_light_paper_agree() -> None:
+    dark_on_light = paper()
+    assert torch.equal(to_mnist(ImageOps.invert(dark_on_light)), to_mnist(dark_on_light))
+
+
+def test_a_16_bit_scan_is_scaled_not_clipped(tmp_path: Path) -> None:
+    # Grey paper at 40000 and ink at 10000 of 65535: clipped to 8 bits, both would be 255 (a blank page).
+    deep = np.where(np.asarray(paper()) > 0, 40000, 10000).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "scan.png")
+    with load_image(tmp_path / "scan.png") as image:
+        assert image.mode.startswith("I")
+        assert torch.equal(to_mnist(image), to_mnist(paper()))
+
+
+def test_grey_noisy_paper_gives_the_clean_digit() -> None:
+    rng = np.random.default_rng(0)
+    clean = np.asarray(paper(), dtype=np.float64)
+    photo = 150 + (clean - 255) * 0.4 + rng.normal(0, 5, clean.shape)  # grey paper, pencil, sensor noise
+    out = to_mnist(Image.fromarray(photo.clip(0, 255).astype(np.uint8)))
+    assert torch.equal(out > 0.5, to_mnist(paper()) > 0.5)
+
+
+def test_transparent_background_counts_as_paper() -> None:
+    ink = np.zeros((60, 100, 4), dtype=np.uint8)  # black ink drawn on a transparent layer
+    ink[10:50, 30:50, 3] = 255
+    assert torch.equal(to_mnist(Image.fromarray(ink, mode="RGBA")), to_mnist(paper()))
+
+
+def test_unusable_files_raise_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="blank"):
+        to_mnist(Image.new("L", (40, 40), 255))
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    with pytest.raises(ImageError, match="cannot be read as an image"):
+        load_image(text)
+    png = tmp_path / "cut.png"
+    paper().save(png)
+    png.write_bytes(png.read_bytes()[:100])
+    with pytest.raises(ImageError, match="cannot be read as an image"):
+        load_image(png)
+
+
+# On real MNIST test digits and the model trained on MNIST.
+
+
+@pytest.fixture(scope="module")
+def digits(trained_run: Path) -> tuple[np.ndarray, torch.Tensor]:
+    test = MNIST(str(ROOT / "data"), train=False)  # extracted by the training run
+    return test.data[:300].numpy(), test.targets[:300]
+
+
+def jpeg(image: Image.Image) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return Image.open(io.BytesIO(buffer.getvalue()))
+
+
+def scan(image: Image.Image) -> Image.Image:
+    """An MNIST digit as a person might photograph it: enlarged, dark on white, off-centre, RGB, JPEG."""
+    page = Image.new("L", (400, 300), 255)
+    page.paste(ImageOps.invert(image.resize((150, 150), Image.Resampling.BICUBIC)), (170, 40))
+    return jpeg(page.convert("RGB"))
+
+
+LOSSLESS = {
+    "inverted": ImageOps.invert,
+    "rgb": lambda image: image.convert("RGB"),
+    "shifted on a larger canvas": lambda image: ImageOps.expand(image, (37, 5, 11, 40)),
+    "enlarged 3x": lambda image: image.resize((84, 84), Image.Resampling.NEAREST),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", LOSSLESS)
+def test_lossless_renderings_give_the_digits_own_image(digits, name: str) -> None:
+    images, _ = digits
+    render = LOSSLESS[name]
+    for pixels in images[:100]:
+        digit = Image.fromarray(pixels)
+        assert torch.equal(to_mnist(render(digit)), to_mnist(digit))
+
+
+@pytest.mark.slow
+def test_mnist_digits_and_their_scans_keep_their_label(trained_run: Path, digits) -> None:
+    model, _ = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    images, labels = digits
+    with torch.no_grad():
+        raw = model(torch.from_numpy(images).float() / 255).argmax(1)
+        own = model(torch.stack([to_mnist(Image.fromarray(p)) for p in images])).argmax(1)
+        scanned = model(torch.stack([to_mnist(scan(Image.fromarray(p))) for p in images])).argmax(1)
+    # The digit preprocessed as itself: only the faintest edge pixels go (measured: 299 of 300 agree).
+    assert (own == raw).float().mean() >= 0.98
+    # A lossy scan moves the digit by up to a pixel, which a linear model feels (measured: 95% agree).
+    assert (scanned == raw).float().mean() >= 0.90
+    raw_accuracy = (raw == labels).float().mean()
+    assert (scanned == labels).float().mean() >= raw_accuracy - 0.03
