@@ -13,7 +13,9 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.checkpoints import check_resume
 from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.schema import build, check_config
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +26,20 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     `metrics.json` is written last (and atomically), so a run directory that has one is a finished run.
     """
     quiet_libraries()
+    check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    (output_dir / "metrics.json").unlink(missing_ok=True)  # a run directory reused for a resume is unfinished
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
-    trainer: L.Trainer = instantiate(
+    datamodule: L.LightningDataModule = build("data", cfg.data)
+    model: L.LightningModule = build("model", cfg.model, optimizer=instantiate(cfg.optimizer))
+    trainer: L.Trainer = build(
+        "trainer",
         cfg.trainer,
-        callbacks=[instantiate(c) for c in (cfg.get("callbacks") or {}).values()],
-        logger=[instantiate(lg) for lg in (cfg.get("logger") or {}).values()] or False,
+        callbacks=[build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items()],
+        logger=[build(f"logger.{name}", lg) for name, lg in (cfg.get("logger") or {}).items()] or False,
     )
+    if cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, model, datamodule, OmegaConf.to_container(cfg.optimizer, resolve=True))
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
