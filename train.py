@@ -25,5 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:  # Ctrl-C before or after training (in training, see stopping.py): nothing to save
+    except KeyboardInterrupt:  # outside training, with nothing to save (in training: stopping.py)
         sys.exit(130)
