@@ -56,14 +56,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 class ResumableCheckpoint(ModelCheckpoint):
-    """`ModelCheckpoint` plus the two things an exact resume needs that Lightning leaves out.
+    """`ModelCheckpoint` plus what a resume needs that Lightning 2.6 leaves out.
 
+    - `last.ckpt` after every validation. Lightning writes it only when it also writes a top-k checkpoint, so
+      after the best epoch it stops moving, and a resumed run would redo every epoch since.
     - The global RNG states (torch, CUDA, NumPy, Python) go into each checkpoint and come back on resume, so
       anything random during training (dropout, augmentation) continues the stream it would have drawn.
     - A run resumed into a new directory: Lightning then forgets the best score, and the next validation
       becomes "best" whatever its value. Here the best checkpoint is copied into the new directory with its
       score, so the resumed run tests the checkpoint that an uninterrupted run would have tested.
     """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_unless_saved(trainer, at_epoch_end=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_unless_saved(trainer, at_epoch_end=True)
+
+    def _save_last_unless_saved(self, trainer: L.Trainer, at_epoch_end: bool) -> None:
+        # At the moments Lightning itself saves: after validation, or at epoch ends in runs without one.
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer) == at_epoch_end
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": _rng_states()}
@@ -127,12 +147,12 @@ def check_resume(
     path: str | os.PathLike,
     model: L.LightningModule,
     datamodule: L.LightningDataModule,
-    optimizer: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
 ) -> None:
     """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
 
-    `optimizer` is the optimizer's config as a plain dict: Lightning restores the optimizer's state, learning
-    rate included, so a different value in the config would be ignored without a word.
+    `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
+    rate included, so a different optimizer or setting in the config would be ignored without a word.
     """
     if not Path(path).is_file():
         raise CheckpointError(
@@ -178,21 +198,25 @@ def check_resume(
                 "or start a new run without ckpt_path."
             )
 
-    group = checkpoint["optimizer_states"][0]["param_groups"][0] if checkpoint["optimizer_states"] else {}
-    for key, value in optimizer.items():
-        if key.startswith("_"):
-            continue
-        if key not in group:
+    saved_groups = [g for state in checkpoint["optimizer_states"] for g in state.get("param_groups", [])]
+    if saved_groups:
+        saved = {key: _plain(value) for key, value in saved_groups[0].items() if key != "params"}
+        current = {key: _plain(value) for key, value in optimizer.param_groups[0].items() if key != "params"}
+        kind = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        if saved.keys() != current.keys():
+            other = sorted(saved.keys() ^ current.keys())[0]
             raise CheckpointError(
-                f"ckpt_path={path} was trained with another optimizer (it has no option {key}): "
-                "resume with the checkpoint's optimizer, or start a new run without ckpt_path."
+                f"ckpt_path={path} was trained with another optimizer than this run's {kind} (the setting "
+                f"{other} is in one and not the other): resume with the checkpoint's optimizer, "
+                "or start a new run without ckpt_path."
             )
-        if _plain(group[key]) != _plain(value):
-            raise CheckpointError(
-                f"ckpt_path={path} was trained with optimizer.{key}={_plain(group[key])}, this run has "
-                f"{_plain(value)}: a resumed run keeps the checkpoint's optimizer settings; pass "
-                f"optimizer.{key}={_plain(group[key])}, or start a new run without ckpt_path."
-            )
+        for key in sorted(saved):
+            if saved[key] != current[key]:
+                raise CheckpointError(
+                    f"ckpt_path={path} was trained with optimizer.{key}={saved[key]}, this run has "
+                    f"{current[key]}: a resumed run keeps the checkpoint's optimizer settings; pass "
+                    f"optimizer.{key}={saved[key]}, or start a new run without ckpt_path."
+                )
 
 
 def _plain(value: Any) -> Any:

@@ -39,7 +39,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         logger=[build(f"logger.{name}", lg) for name, lg in (cfg.get("logger") or {}).items()] or False,
     )
     if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, model, datamodule, OmegaConf.to_container(cfg.optimizer, resolve=True))
+        check_resume(cfg.ckpt_path, model, datamodule, instantiate(cfg.optimizer)(model.parameters()))
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
