@@ -60,7 +60,10 @@ class StopOnInterrupt(Callback):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._requested = False
-        if threading.current_thread() is threading.main_thread():  # only the main thread may set handlers
+        # Only the main thread may set handlers, and a process started to ignore SIGINT (`cmd &` in a script)
+        # keeps ignoring it.
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, None):
             self._previous_handler = signal.signal(signal.SIGINT, self._request_stop)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
