@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -33,6 +34,19 @@ def test_a_diverged_loss_stops_the_run_at_once(compose_train, tiny_mnist: Path, 
     run = tmp_path / "run"
     assert not (run / "metrics.json").exists()
     assert not (run / "checkpoints").exists()  # stopped before the first validation could save one
+
+
+def test_without_the_check_a_diverged_run_would_report_nan(compose_train, tiny_mnist: Path) -> None:
+    cfg = compose_train(
+        f"paths.data_dir={tiny_mnist}",
+        "optimizer.lr=1e38",
+        "data.val_size=100",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+        "callbacks.stop_on_divergence=null",  # how any callback is switched off
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and math.isnan(metrics["test/loss"])
 
 
 @pytest.mark.slow

@@ -35,8 +35,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer: L.Trainer = build(
         "trainer",
         cfg.trainer,
-        callbacks=[build(f"callbacks.{name}", c) for name, c in (cfg.get("callbacks") or {}).items()],
-        logger=[build(f"logger.{name}", lg) for name, lg in (cfg.get("logger") or {}).items()] or False,
+        callbacks=[build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")],
+        logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
     )
     if cfg.get("ckpt_path"):
         check_resume(cfg.ckpt_path, model, datamodule, instantiate(cfg.optimizer)(model.parameters()))
@@ -66,6 +66,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics
+
+
+def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
+    """The entries of a group of named parts; `callbacks.<name>=null` switches one off."""
+    return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
