@@ -5,6 +5,8 @@ python train.py optimizer.lr=0.01 trainer.max_epochs=5
 python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -21,4 +23,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # outside training, with nothing to save (in training: stopping.py)
+        sys.exit(130)

@@ -14,8 +14,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.checkpoints import check_resume
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.schema import build, check_config
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +28,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     `metrics.json` is written last (and atomically), so a run directory that has one is a finished run.
     """
     quiet_libraries()
+    check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    (output_dir / "metrics.json").unlink(missing_ok=True)  # a run directory reused for a resume is unfinished
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
-    trainer: L.Trainer = instantiate(
+    datamodule: L.LightningDataModule = build("data", cfg.data)
+    model: L.LightningModule = build("model", cfg.model, optimizer=instantiate(cfg.optimizer))
+    trainer: L.Trainer = build(
+        "trainer",
         cfg.trainer,
-        callbacks=[instantiate(c) for c in (cfg.get("callbacks") or {}).values()],
-        logger=[instantiate(lg) for lg in (cfg.get("logger") or {}).values()] or False,
+        callbacks=[build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")],
+        logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
     )
     refuse_relaunch_in_multirun(trainer)
+    if cfg.get("ckpt_path"):
+        check_resume(cfg.ckpt_path, model, datamodule, instantiate(cfg.optimizer)(model.parameters()))
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -62,6 +69,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics
+
+
+def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
+    """The entries of a group of named parts; `callbacks.<name>=null` switches one off."""
+    return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -1,0 +1,227 @@
+"""Checkpoints that a kill cannot corrupt, that resume exactly, and a `ckpt_path` checked before training."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
+
+from mnist_logreg.errors import UserError
+
+log = logging.getLogger(__name__)
+
+# A resumed run must see the same data in the same order as the run it continues.
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+
+
+class CheckpointError(UserError):
+    """`ckpt_path` is missing or unreadable, or belongs to a different model, data or optimizer setup."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes each checkpoint to a temporary file beside it, then renames it into place.
+
+    A kill during the write leaves the previous `last.ckpt` whole. Lightning's own writer stages the bytes in
+    the system temp directory and `shutil.move`s them: a plain, interruptible copy whenever /tmp is on another
+    filesystem than the run directory (tmpfs, a cluster's scratch disk).
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer knows it
+            super().save_checkpoint(checkpoint, path, storage_options)
+            return
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` plus what a resume needs that Lightning 2.6 leaves out.
+
+    - `last.ckpt` after every validation. Lightning writes it only when it also writes a top-k checkpoint, so
+      after the best epoch it stops moving, and a resumed run would redo every epoch since.
+    - The global RNG states (torch, CUDA, NumPy, Python) go into each checkpoint and come back on resume, so
+      anything random during training (dropout, augmentation) continues the stream it would have drawn.
+    - A run resumed into a new directory: Lightning then forgets the best score, and the next validation
+      becomes "best" whatever its value. Here the best checkpoint is copied into the new directory with its
+      score, so the resumed run tests the checkpoint that an uninterrupted run would have tested.
+    """
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_unless_saved(trainer, at_epoch_end=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_unless_saved(trainer, at_epoch_end=True)
+
+    def _save_last_unless_saved(self, trainer: L.Trainer, at_epoch_end: bool) -> None:
+        # At the moments Lightning itself saves: after validation, or at epoch ends in runs without one.
+        if (
+            self.save_last
+            and not self._should_skip_saving_checkpoint(trainer)
+            and self._should_save_on_train_epoch_end(trainer) == at_epoch_end
+            and self._last_global_step_saved != trainer.global_step
+        ):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        if "rng_states" in state:
+            _set_rng_states(state.pop("rng_states"))
+        saved_dir = state.get("dirpath")
+        if saved_dir and self.dirpath and os.path.realpath(saved_dir) != self.dirpath:
+            state = self._carry_best_over(state)
+        super().load_state_dict(state)
+
+    def _carry_best_over(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Copy the previous run's best checkpoints here and point the saved state at the copies."""
+        old_paths = list(state.get("best_k_models") or {})
+        missing = [p for p in old_paths if not Path(p).is_file()]
+        if missing:
+            log.warning("%s is gone: the best checkpoint is chosen afresh from this run on", missing[0])
+            return state
+        moved = {}
+        for old in old_paths:
+            new = Path(self.dirpath) / Path(old).name
+            new.parent.mkdir(parents=True, exist_ok=True)
+            tmp = new.with_name(f".{new.name}.tmp")
+            shutil.copyfile(old, tmp)
+            os.replace(tmp, new)
+            moved[old] = str(new)
+        return {
+            **state,
+            "dirpath": self.dirpath,
+            "best_k_models": {moved[p]: score for p, score in state["best_k_models"].items()},
+            "best_model_path": moved.get(state.get("best_model_path"), ""),
+            "kth_best_model_path": moved.get(state.get("kth_best_model_path"), ""),
+            "last_model_path": "",
+        }
+
+
+def _rng_states() -> dict[str, Any]:
+    # Plain values and tensors only: checkpoints load with `torch.load(weights_only=True)`.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+
+
+def check_resume(
+    path: str | os.PathLike,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
+
+    `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
+    rate included, so a different optimizer or setting in the config would be ignored without a word.
+    """
+    if not Path(path).is_file():
+        raise CheckpointError(
+            f"ckpt_path={path} does not exist: pass the checkpoint of the run to resume, "
+            "such as logs/runs/<run>/checkpoints/last.ckpt."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a checkpoint, or pickled objects from elsewhere
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if reason.startswith("Weights only load failed"):
+            reason = "it holds pickled objects, which this project's checkpoints never do"
+        raise CheckpointError(
+            f"ckpt_path={path} is not a readable training checkpoint ({reason}): "
+            "resume from the run's checkpoints/last.ckpt or best.ckpt."
+        ) from None
+    if (
+        not isinstance(checkpoint, dict)
+        or not {"state_dict", "loops", "optimizer_states"} <= checkpoint.keys()
+    ):
+        raise CheckpointError(
+            f"ckpt_path={path} holds no training state (weights only?): "
+            "resume from a checkpoint written during training, such as checkpoints/last.ckpt."
+        )
+
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    if expected != found:
+        name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this model: {name} is {expected.get(name)} here and "
+            f"{found.get(name)} in the checkpoint; resume with the model settings it was trained with."
+        )
+
+    saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
+    current_data = getattr(datamodule, "hparams", {})
+    for key in RESUME_DATA_KEYS:
+        if key in saved_data and key in current_data and saved_data[key] != current_data[key]:
+            note = " (it follows `seed`)" if key == "shuffle_seed" else ""
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with data.{key}={saved_data[key]}{note}, this run has "
+                f"{current_data[key]}: resume with the checkpoint's value, "
+                "or start a new run without ckpt_path."
+            )
+
+    saved_groups = [g for state in checkpoint["optimizer_states"] for g in state.get("param_groups", [])]
+    if saved_groups:
+        saved = {key: _plain(value) for key, value in saved_groups[0].items() if key != "params"}
+        current = {key: _plain(value) for key, value in optimizer.param_groups[0].items() if key != "params"}
+        kind = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        if saved.keys() != current.keys():
+            other = sorted(saved.keys() ^ current.keys())[0]
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with another optimizer than this run's {kind} (the setting "
+                f"{other} is in one and not the other): resume with the checkpoint's optimizer, "
+                "or start a new run without ckpt_path."
+            )
+        for key in sorted(saved):
+            if saved[key] != current[key]:
+                raise CheckpointError(
+                    f"ckpt_path={path} was trained with optimizer.{key}={saved[key]}, this run has "
+                    f"{current[key]}: a resumed run keeps the checkpoint's optimizer settings; pass "
+                    f"optimizer.{key}={saved[key]}, or start a new run without ckpt_path."
+                )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,164 @@
+"""Same seed, same numbers; a run killed or interrupted, then resumed, ends exactly like one never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+
+from conftest import ROOT
+from mnist_logreg.pipeline import train
+
+WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
+# 500 training images in batches of 50: 10 steps an epoch, a validation (and checkpoints) every 5 steps.
+TINY = (
+    "data.val_size=100",
+    "data.batch_size=50",
+    "optimizer.lr=0.05",
+    "trainer.max_epochs=3",
+    "+trainer.val_check_interval=5",
+    "trainer.accelerator=cpu",
+    "logger=csv",
+    "callbacks.progress_bar.refresh_rate=0",
+)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(L.Callback):
+    """Dies at the start of a step the way a killed process does: nothing more is written."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            raise Crash
+
+
+class CtrlCAt(CrashAt):
+    """Sends this process a real SIGINT during a step."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metrics.items() if key not in WALL_TIMES}
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def run_tiny(compose_train, tiny_mnist: Path, tmp_path: Path):
+    def _run(name: str, *overrides: str) -> dict[str, Any]:
+        out = f"paths.output_dir={tmp_path / name}"
+        return train(compose_train(f"paths.data_dir={tiny_mnist}", out, *TINY, *overrides))
+
+    return _run
+
+
+@pytest.fixture
+def restore_sigint():
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after it handled one
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(run_tiny, tmp_path: Path) -> None:
+    a, b, c = run_tiny("a", "seed=3"), run_tiny("b", "seed=3"), run_tiny("c", "seed=4")
+    assert numbers(a) == numbers(b)
+    assert same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "b"))
+    assert a["test/loss"] != c["test/loss"]
+    assert not same_weights(final_weights(tmp_path / "a"), final_weights(tmp_path / "c"))
+
+
+INTERRUPTIONS = [
+    ("CrashAt", 12, 10),  # killed after the checkpoint at the end of epoch 0
+    ("CrashAt", 17, 15),  # killed after a checkpoint in the middle of epoch 1
+    ("CtrlCAt", 7, 8),  # Ctrl-C in epoch 0: saved at the end of the step it landed in
+]
+
+
+def test_a_resumed_run_ends_like_an_uninterrupted_one(
+    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, restore_sigint
+) -> None:
+    whole = run_tiny("whole")
+    for stopper, step, saved_at in INTERRUPTIONS:
+        name = f"{stopper}-{step}"
+        with pytest.raises(Crash if stopper == "CrashAt" else SystemExit) as stopped:
+            run_tiny(name, f"+callbacks.stop._target_=test_resume.{stopper}", f"+callbacks.stop.step={step}")
+        if stopper == "CtrlCAt":
+            assert stopped.value.code == 1 and f"Interrupted at step {saved_at}" in caplog.text
+        assert not (tmp_path / name / "metrics.json").exists()
+        last = tmp_path / name / "checkpoints" / "last.ckpt"
+        assert torch.load(last, weights_only=True)["global_step"] == saved_at, name
+
+        resumed = run_tiny(f"{name}-resumed", f"ckpt_path={last}")  # in a new run directory
+        assert numbers(resumed) == numbers(whole), name
+        assert same_weights(final_weights(tmp_path / f"{name}-resumed"), final_weights(tmp_path / "whole")), (
+            name
+        )
+
+
+def start_train(*overrides: str, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *overrides],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    # Real MNIST, 2 epochs of 100 steps, a validation and checkpoints every 50 steps.
+    common = (
+        "optimizer.lr=0.1",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=100",
+        "+trainer.val_check_interval=50",
+        "trainer.accelerator=cpu",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
+    whole, killed, resumed = (tmp_path / name for name in ("whole", "killed", "resumed"))
+    uninterrupted = start_train(*common, f"hydra.run.dir={whole}", log=tmp_path / "whole.txt")
+    victim = start_train(*common, f"hydra.run.dir={killed}", log=tmp_path / "killed.txt")
+    last = killed / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while not last.exists() and victim.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    assert 50 <= torch.load(last, weights_only=True)["global_step"] < 200
+
+    resume = start_train(
+        *common, f"ckpt_path={last}", f"hydra.run.dir={resumed}", log=tmp_path / "resumed.txt"
+    )
+    assert resume.wait(timeout=300) == 0, (tmp_path / "resumed.txt").read_text()[-3000:]
+    assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "whole.txt").read_text()[-3000:]
+    expected = json.loads((whole / "metrics.json").read_text())
+    got = json.loads((resumed / "metrics.json").read_text())
+    assert numbers(got) == numbers(expected)
+    assert expected["steps"] == 200 and expected["val/acc"] > 0.8
+    assert same_weights(final_weights(resumed), final_weights(whole))

@@ -1,0 +1,99 @@
+"""Bad config values are refused before anything trains, in one line naming the key, value and the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from conftest import ROOT
+from mnist_logreg.errors import UserError
+from mnist_logreg.pipeline import train
+
+REFUSED = [
+    (["optimizer.lr=-0.1"], r"^optimizer\.lr=-0\.1 is invalid: it must be a positive number"),
+    (["optimizer.lr=abc"], r"^optimizer\.lr='abc' is invalid: it must be a positive number"),
+    (["optimizer.lr=inf"], r"^optimizer\.lr=inf is invalid"),
+    (["data.batch_size=0"], r"^data\.batch_size=0 is invalid: it must be a whole number >= 1"),
+    (["data.batch_size=2.5"], r"^data\.batch_size=2\.5 is invalid: it must be a whole number >= 1"),
+    (["data.val_size=600"], r"^data\.val_size=600 leaves no training data: it must be below the 600"),
+    (["seed=-1"], r"^seed=-1 is invalid: it must be a whole number from 0"),
+    (
+        ["+optimizer.momentun=0.9"],
+        r"^optimizer\.momentun=0\.9 is not an option of torch\.optim\.SGD: did you mean optimizer\.momentum",
+    ),
+    (
+        ["+trainer.max_epoch=3"],
+        r"^trainer\.max_epoch=3 is not an option of lightning\.pytorch\.Trainer: did you mean trainer\.max_",
+    ),
+    (["optimizer.momentum=-1"], r"^optimizer: Invalid momentum value: -1 \(refused by torch\.optim\.SGD\)"),
+    (
+        ["optimizer=adam", "+optimizer.betas=[0.9,2.0]"],
+        r"^optimizer: Invalid beta parameter .*torch\.optim\.Adam",
+    ),
+    (["trainer.accelerator=abacus"], r"^trainer: .*accelerator='abacus'.*Available names are"),
+    (
+        ["model._target_=mnist_logreg.model.Logistic"],
+        r"^model\._target_=mnist_logreg\.model\.Logistic cannot be",
+    ),
+]
+
+
+@pytest.mark.parametrize(("overrides", "message"), REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
+def test_bad_values_are_refused_before_training(
+    compose_train, tiny_mnist: Path, tmp_path: Path, overrides: list[str], message: str
+) -> None:
+    cfg = compose_train(f"paths.data_dir={tiny_mnist}", "callbacks.progress_bar.refresh_rate=0", *overrides)
+    with pytest.raises(UserError, match=message) as refused:
+        train(cfg)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run" / "checkpoints").exists()  # no step was trained
+
+
+def test_good_values_pass_the_checks(compose_train, tiny_mnist: Path) -> None:
+    cfg = compose_train(
+        f"paths.data_dir={tiny_mnist}",
+        "optimizer=adam",
+        "optimizer.lr=0.01",
+        "data.val_size=100",
+        "trainer.max_epochs=1",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
+    assert train(cfg)["status"] == "completed"
+
+
+def test_a_mistyped_existing_key_is_hydras_error(compose_train) -> None:
+    with pytest.raises(ConfigCompositionException, match=r"optimizer\.lrr"):
+        compose_train("optimizer.lrr=0.1")
+
+
+@pytest.mark.slow
+def test_command_line_shows_one_line_and_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "+optimizer.momentun=0.9",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "Traceback" not in output
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .endswith(
+            "optimizer.momentun=0.9 is not an option of torch.optim.SGD: did you mean optimizer.momentum?"
+        )
+    )
+    assert not (tmp_path / "run" / "checkpoints").exists()
