@@ -12,7 +12,8 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mnist_logreg.checkpoints import AtomicCheckpointIO, CheckpointError, ResumableCheckpoint
+from mnist_logreg.checkpoint_io import AtomicCheckpointIO, ResumableCheckpoint
+from mnist_logreg.checkpoint_loading import CheckpointError
 from mnist_logreg.pipeline import train
 
 TINY = (
@@ -84,9 +85,10 @@ def test_a_missing_or_unreadable_checkpoint_is_refused(
     compose_train, tiny_mnist: Path, tmp_path: Path
 ) -> None:
     cases = {
-        tmp_path / "nowhere.ckpt": r"nowhere\.ckpt does not exist: pass the checkpoint of the run to resume",
-        tmp_path / "cut.ckpt": r"cut\.ckpt is not a readable training checkpoint",
-        tmp_path / "weights.ckpt": r"weights\.ckpt holds no training state",
+        tmp_path / "nowhere.ckpt": r"nowhere\.ckpt does not exist: give a checkpoint file, such as .*last",
+        tmp_path / "cut.ckpt": r"cut\.ckpt is not a readable checkpoint \(truncated",
+        tmp_path
+        / "weights.ckpt": r"weights\.ckpt is not a checkpoint written by train\.py \(it has no loops",
     }
     torch.save({"state_dict": {"linear.weight": torch.zeros(10, 784)}}, tmp_path / "weights.ckpt")
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "weights.ckpt").read_bytes()[:300])

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.checkpoint_loading import load_checkpoint
 from mnist_logreg.figures import WEIGHTS_CMAP, confident_mistakes, confusion_matrix, render, weight_templates
 
 

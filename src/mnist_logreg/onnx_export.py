@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoint import load_checkpoint
+from mnist_logreg.checkpoint_loading import load_checkpoint
 from mnist_logreg.errors import UserError
 from mnist_logreg.model import LogisticRegression
 

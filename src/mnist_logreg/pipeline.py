@@ -13,8 +13,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_logreg.checkpoint import load_checkpoint
-from mnist_logreg.checkpoints import check_resume
+from mnist_logreg.checkpoint_loading import check_resume, load_checkpoint
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.schema import build, check_config

@@ -1,4 +1,4 @@
-"""Checkpoints that a kill cannot corrupt, that resume exactly, and a `ckpt_path` checked before training."""
+"""Checkpoints as written during training: a kill cannot corrupt them, and a run resumes from them exactly."""
 
 from __future__ import annotations
 
@@ -16,16 +16,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from mnist_logreg.errors import UserError
-
 log = logging.getLogger(__name__)
-
-# A resumed run must see the same data in the same order as the run it continues.
-RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
-
-
-class CheckpointError(UserError):
-    """`ckpt_path` is missing or unreadable, or belongs to a different model, data or optimizer setup."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -141,87 +132,3 @@ def _set_rng_states(states: Mapping[str, Any]) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
     version, internal, gauss_next = states["python"]
     random.setstate((version, tuple(internal), gauss_next))
-
-
-def check_resume(
-    path: str | os.PathLike,
-    model: L.LightningModule,
-    datamodule: L.LightningDataModule,
-    optimizer: torch.optim.Optimizer,
-) -> None:
-    """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
-
-    `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
-    rate included, so a different optimizer or setting in the config would be ignored without a word.
-    """
-    if not Path(path).is_file():
-        raise CheckpointError(
-            f"ckpt_path={path} does not exist: pass the checkpoint of the run to resume, "
-            "such as logs/runs/<run>/checkpoints/last.ckpt."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, not a checkpoint, or pickled objects from elsewhere
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        if reason.startswith("Weights only load failed"):
-            reason = "it holds pickled objects, which this project's checkpoints never do"
-        raise CheckpointError(
-            f"ckpt_path={path} is not a readable training checkpoint ({reason}): "
-            "resume from the run's checkpoints/last.ckpt or best.ckpt."
-        ) from None
-    if (
-        not isinstance(checkpoint, dict)
-        or not {"state_dict", "loops", "optimizer_states"} <= checkpoint.keys()
-    ):
-        raise CheckpointError(
-            f"ckpt_path={path} holds no training state (weights only?): "
-            "resume from a checkpoint written during training, such as checkpoints/last.ckpt."
-        )
-
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
-    if expected != found:
-        name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
-        raise CheckpointError(
-            f"ckpt_path={path} does not fit this model: {name} is {expected.get(name)} here and "
-            f"{found.get(name)} in the checkpoint; resume with the model settings it was trained with."
-        )
-
-    saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
-    current_data = getattr(datamodule, "hparams", {})
-    for key in RESUME_DATA_KEYS:
-        if key in saved_data and key in current_data and saved_data[key] != current_data[key]:
-            note = " (it follows `seed`)" if key == "shuffle_seed" else ""
-            raise CheckpointError(
-                f"ckpt_path={path} was trained with data.{key}={saved_data[key]}{note}, this run has "
-                f"{current_data[key]}: resume with the checkpoint's value, "
-                "or start a new run without ckpt_path."
-            )
-
-    saved_groups = [g for state in checkpoint["optimizer_states"] for g in state.get("param_groups", [])]
-    if saved_groups:
-        saved = {key: _plain(value) for key, value in saved_groups[0].items() if key != "params"}
-        current = {key: _plain(value) for key, value in optimizer.param_groups[0].items() if key != "params"}
-        kind = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
-        if saved.keys() != current.keys():
-            other = sorted(saved.keys() ^ current.keys())[0]
-            raise CheckpointError(
-                f"ckpt_path={path} was trained with another optimizer than this run's {kind} (the setting "
-                f"{other} is in one and not the other): resume with the checkpoint's optimizer, "
-                "or start a new run without ckpt_path."
-            )
-        for key in sorted(saved):
-            if saved[key] != current[key]:
-                raise CheckpointError(
-                    f"ckpt_path={path} was trained with optimizer.{key}={saved[key]}, this run has "
-                    f"{current[key]}: a resumed run keeps the checkpoint's optimizer settings; pass "
-                    f"optimizer.{key}={saved[key]}, or start a new run without ckpt_path."
-                )
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
