@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.hparams import log_hparams
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, seed=cfg.seed)
     if trainer.is_global_zero:
+        log_hparams(trainer, cfg, metrics)
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics
