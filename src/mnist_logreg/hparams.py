@@ -25,7 +25,7 @@ HParamValue = bool | int | float | str
 
 
 def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Write the HParams record next to the run's TensorBoard scalars; nothing without a TensorBoard logger."""
+    """Write the HParams record beside the run's TensorBoard scalars (if it has a TensorBoard logger)."""
     logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if logger is None:
         return

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 METRICS = ("val/acc", "test/acc", "test/loss", "fit_time_s")
+HEADERS = {"fit_time_s": "fit time (s)"}
 NOT_FINISHED = "no metrics.json: the job was killed or has not finished"
 CONSOLE_ROWS = 20
 
@@ -144,7 +145,9 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
         writer = csv.writer(f)
         writer.writerow(columns)
         for job in jobs:
-            values = {"job": job.name, "status": job.status, "error": job.error, **job.overrides, **job.metrics}
+            values = {"job": job.name, "status": job.status, "error": job.error}
+            values.update(job.overrides)
+            values.update(job.metrics)
             writer.writerow([values.get(column, "") for column in columns])
 
     failed = sum(job.status != "completed" for job in jobs)
@@ -160,8 +163,7 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
 def markdown_table(jobs: list[Job], metric: str) -> str:
     """Accuracies and losses to 4 places, times to 0.1 s; the reason a job failed in the last column."""
     overrides, metrics = override_columns(jobs), metric_columns(metric)
-    units = [f"{name.removesuffix('_s')} (s)" if name.endswith("_s") else name for name in metrics]
-    header = ["job", *overrides, "status", *units, "error"]
+    header = ["job", *overrides, "status", *(HEADERS.get(name, name) for name in metrics), "error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         cells = [job.name, *(job.overrides.get(key, "") for key in overrides), job.status]
