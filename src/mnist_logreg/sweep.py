@@ -75,9 +75,14 @@ class SweepSummary(Callback):
             return
         write_summary(sweep_dir, jobs, self.metric, self.mode)
 
-        table = markdown_table(jobs[:CONSOLE_ROWS], self.metric)
-        more = f"\n... and {len(jobs) - CONSOLE_ROWS} more" if len(jobs) > CONSOLE_ROWS else ""
-        log.info("Sweep summary, best first by %s (%s):\n%s%s", self.metric, sweep_dir, table, more)
+        common = common_overrides(jobs)
+        lines = [f"Sweep summary, best first by {self.metric} ({sweep_dir / 'summary.md'}):"]
+        if common:
+            lines.append("every job: " + " ".join(f"{key}={value}" for key, value in common.items()))
+        lines.append(markdown_table(jobs[:CONSOLE_ROWS], self.metric, common))
+        if len(jobs) > CONSOLE_ROWS:
+            lines.append(f"... and {len(jobs) - CONSOLE_ROWS} more")
+        log.info("%s", "\n".join(lines))
         if jobs[0].score(self.metric) is not None:
             log.info("Best %s", jobs[0].describe(self.metric))
 
@@ -156,21 +161,43 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
     lines.append(f"{len(jobs)} jobs, best first by `{metric}` ({better} is better); {failed} failed.")
     if jobs[0].score(metric) is not None:
         lines += ["", f"Best: {jobs[0].describe(metric)}."]
-    lines += ["", markdown_table(jobs, metric), ""]
+    common = common_overrides(jobs)
+    if common:
+        lines += ["", "Every job: " + " ".join(f"`{key}={value}`" for key, value in common.items()) + "."]
+    lines += ["", markdown_table(jobs, metric, common), ""]
     (sweep_dir / "summary.md").write_text("\n".join(lines))
 
 
-def markdown_table(jobs: list[Job], metric: str) -> str:
-    """Accuracies and losses to 4 places, times to 0.1 s; the reason a job failed in the last column."""
-    overrides, metrics = override_columns(jobs), metric_columns(metric)
+def common_overrides(jobs: list[Job]) -> dict[str, str]:
+    """The overrides every job of a sweep has with the same value (none for a single job)."""
+    if len(jobs) < 2:
+        return {}
+    first = jobs[0].overrides
+    return {key: value for key, value in first.items() if all(j.overrides.get(key) == value for j in jobs)}
+
+
+def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
+    """The overrides that vary (numbers to 4 significant digits), status, the metrics (to 4 places, times
+    to 0.1 s) and the reason a job failed."""
+    overrides = [key for key in override_columns(jobs) if key not in common]
+    metrics = metric_columns(metric)
     header = ["job", *overrides, "status", *(HEADERS.get(name, name) for name in metrics), "error"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
-        cells = [job.name, *(job.overrides.get(key, "") for key in overrides), job.status]
+        cells = [job.name, *(_short(job.overrides.get(key, "")) for key in overrides), job.status]
         cells += [_format(name, job.metrics.get(name)) for name in metrics]
         cells.append(job.error)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+def _short(value: str) -> str:
+    """`0.0001032326035197658` -> `0.0001032`; integers and text as they are."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if any(c in value for c in ".eE") and math.isfinite(number) else value
 
 
 def _format(name: str, value: Any) -> str:
