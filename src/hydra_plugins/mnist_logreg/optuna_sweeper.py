@@ -157,11 +157,8 @@ def distribution(override: Override) -> Any:
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)) and value.step > 0:
             return IntDistribution(values[0], values[-1], step=value.step)
         return CategoricalDistribution(values)
-    if isinstance(value, IntervalSweep):
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if isinstance(value, IntervalSweep):  # Hydra reads interval bounds as floats: use range for integers
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise ValueError(f"{override.input_line}: use choice(...), range(...) or interval(...) to search")
 
 
