@@ -59,10 +59,19 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
         n_trials=7,
         n_jobs=3,
         sampler=optuna.samplers.RandomSampler(seed=1),
-        params={"optimizer.lr": "tag(log, interval(1e-3, 1.0))", "data.batch_size": "choice(100, 200)"},
+        params={
+            "optimizer.lr": "tag(log, interval(1e-3, 1.0))",
+            "optimizer.momentum": "interval(0.0, 0.9)",  # not in this config: left out of the search
+            "data.batch_size": "choice(100, 200)",
+        },
     )
     sweeper.config = OmegaConf.create(
-        {"hydra": {"sweep": {"dir": str(tmp_path)}}, "optimized_metric": "val/acc"}
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path)}},
+            "optimized_metric": "val/acc",
+            "optimizer": {"lr": 0.001},  # like Adam's: no momentum
+            "data": {"batch_size": 100},
+        }
     )
     sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
     sweeper.launcher = launcher = FakeLauncher()
@@ -72,7 +81,7 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
 
     assert [(start, len(batch)) for start, batch in launcher.batches] == [(0, 3), (3, 3), (6, 1)]
     jobs = [overrides for _, batch in launcher.batches for overrides in batch]
-    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] for o in jobs)
+    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] and len(o) == 4 for o in jobs)
     scores = {
         i: float(o[2].split("=")[1])
         for i, o in enumerate(jobs)

@@ -32,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+_ABSENT = object()
+
 
 class OptunaSweeper(Sweeper):
     """Run `n_trials` trials, asking Optuna for each one's parameters and telling it the task's return value.
@@ -110,11 +112,18 @@ class OptunaSweeper(Sweeper):
     def _search_space(self, arguments: list[str]) -> tuple[dict[str, Any], list[str]]:
         """Optuna distributions for the search-space overrides; the plain overrides, as typed."""
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        configured = [f"{key}={value}" for key, value in self.params.items()]
+        # A configured dimension for a key this config lacks is left out: momentum under optimizer=adam.
+        configured = [f"{key}={value}" for key, value in self.params.items() if self._has(key)]
         overrides = {o.get_key_element(): o for o in parser.parse_overrides(configured + list(arguments))}
         space = {key: distribution(o) for key, o in overrides.items() if o.is_sweep_override()}
         fixed = [f"{key}={o.get_value_element_as_str()}" for key, o in overrides.items() if key not in space]
         return space, fixed
+
+    def _has(self, key: str) -> bool:
+        if key.startswith("+") or OmegaConf.select(self.config, key, default=_ABSENT) is not _ABSENT:
+            return True
+        log.info("Not searching %s: the config has no such key", key)
+        return False
 
     def _report_best(self, study: Any, fixed: list[str], jobs: dict[int, int], sweep_dir: Path) -> None:
         import optuna
