@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT
 from hydra_plugins.mnist_logreg.output_dirs import claim_unique_dir
 from mnist_logreg.errors import UserError, report_user_errors
+from mnist_logreg.pipeline import train
 from mnist_logreg.sweep import NOT_FINISHED, SweepSummary
 
 SHORT = ("trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0")
@@ -217,3 +218,9 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
         # The same seeded runs as the basic launcher's; one thread per worker may round differently.
         for name in ("val/acc", "test/acc"):
             assert float(row[name]) == pytest.approx(float(basic[lr][name]), abs=2e-3)
+
+
+@pytest.mark.slow
+def test_the_tuned_experiment_beats_scikit_learns_logistic_regression(compose_train) -> None:
+    metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
+    assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
