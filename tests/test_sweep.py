@@ -221,6 +221,6 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_tuned_experiment_beats_scikit_learns_logistic_regression(compose_train) -> None:
+def test_the_tuned_experiment_reaches_92_6_percent(compose_train) -> None:
     metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
