@@ -1,7 +1,7 @@
 """A Hydra sweeper that searches with Optuna: `python train.py -m hparams_search=optuna`.
 
 Why not the published `hydra-optuna-sweeper`: its latest release (1.3.0) requires `optuna<3`, so it cannot
-be installed beside a current Optuna, and it calls distribution classes that Optuna 3 removed. This sweeper
+be installed beside a current Optuna, and it builds on distribution classes Optuna 3 deprecated. This sweeper
 keeps its search-space syntax (Hydra's override grammar) and drives a current Optuna through ask-and-tell:
 
     optimizer.lr: tag(log, interval(1e-4, 1.0))    a float, sampled on a log scale
@@ -139,17 +139,17 @@ class OptunaSweeper(Sweeper):
             "direction": self.direction,
             "best_value": best.value,
             "best_params": best.params,
-            "job": str(jobs.get(best.number, "")),  # empty for a trial from an earlier run of a stored study
+            "job": jobs.get(best.number),  # None: a trial from an earlier invocation of a stored study
             "command": " ".join(["python train.py", *search_free(fixed), *overrides]),
             "trials": {"completed": len(completed), "total": len(study.trials)},
         }
         OmegaConf.save(OmegaConf.create(result), sweep_dir / "best_params.yaml")
         log.info(
-            "Best trial: %s %.4f with %s (job %s)\n  %s",
+            "Best trial: %s %.4f with %s (%s)\n  %s",
             self._metric,
             best.value,
             " ".join(overrides),
-            result["job"],
+            "an earlier invocation" if result["job"] is None else f"job {result['job']}",
             result["command"],
         )
 
