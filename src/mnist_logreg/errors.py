@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
@@ -21,20 +24,58 @@ class UserError(Exception):
     """A bad config value, a missing or corrupt file, a bad checkpoint path: the message names the fix."""
 
 
-def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | None]:
     """Wrap a Hydra task so that a `UserError` ends a single run with its message and exit status 2.
 
-    In a multirun the error is raised on, so that the launcher records the job as failed and runs the rest.
+    In a multirun a failing job, whatever the error, is recorded in its `metrics.json` as failed, with the
+    reason, and returns None instead of raising. Hydra's launchers stop a sweep on the first job that
+    raises, before the end-of-sweep callbacks run; this way every job runs, the sweep summary lists the
+    failed ones, and the summary (`mnist_logreg.sweep`) gives the sweep a non-zero exit status.
     """
 
     @functools.wraps(task)
-    def wrapper(cfg: DictConfig) -> T:
+    def wrapper(cfg: DictConfig) -> T | None:
         try:
             return task(cfg)
-        except UserError as error:
-            log.error("%s", error)
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-                raise
-            sys.exit(2)
+        except Exception as error:
+            user_error = find_user_error(error)
+            if not _in_multirun():
+                if user_error is None:
+                    raise
+                log.error("%s", user_error)
+                sys.exit(2)
+            if user_error is None:
+                log.exception("The job failed:")
+            else:
+                log.error("%s", user_error)
+            record_failure(user_error or error)
+            return None
 
     return wrapper
+
+
+def find_user_error(error: BaseException) -> UserError | None:
+    """The `UserError` behind `error`: Hydra's `instantiate` wraps what a constructor raises in its own."""
+    while error is not None:
+        if isinstance(error, UserError):
+            return error
+        error = error.__cause__
+    return None
+
+
+def record_failure(error: Exception) -> None:
+    """Write this job's `metrics.json` with status failed and the reason in one line.
+
+    Written whole or not at all, like a finished run's: only `status: completed` means finished.
+    """
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    if not isinstance(error, UserError):
+        reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps({"status": "failed", "error": reason}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_logreg.checkpoint_loading import check_resume, load_checkpoint
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.hparams import log_hparams
 from mnist_logreg.schema import build, check_config
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, seed=cfg.seed)
     if trainer.is_global_zero:
+        log_hparams(trainer, cfg, metrics)
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics

@@ -1,0 +1,66 @@
+"""The HParams record TensorBoard reads: the flattened config and the run's real final scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
+
+from mnist_logreg.hparams import flatten_config
+from mnist_logreg.pipeline import train
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    return events
+
+
+def test_hparams_hold_the_flat_config_and_the_metrics_json_scores(compose_train, tiny_mnist: Path) -> None:
+    cfg = compose_train(
+        f"data.data_dir={tiny_mnist}",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "optimizer.lr=0.05",
+        "trainer.max_epochs=3",
+        "trainer.accelerator=cpu",
+        "callbacks.progress_bar.refresh_rate=0",
+    )
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+    events = read_events(out / "tensorboard" / "hparams")
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    # A session and no experiment summary: TensorBoard takes the union of all jobs' hyperparameters.
+    assert set(content) == {metadata.SESSION_START_INFO_TAG}
+    session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
+    assert hparams == flatten_config(cfg)
+    assert hparams["optimizer/lr"] == 0.05 and hparams["data/batch_size"] == 50
+    assert hparams["optimizer/_target_"] == "torch.optim.SGD" and hparams["trainer/max_epochs"] == 3
+    assert not any(key.startswith("paths/") for key in hparams)
+    assert "trainer/default_root_dir" not in hparams  # where, not how
+
+    # Exactly the values in metrics.json: the best checkpoint's val/acc and its test/acc.
+    assert set(events.Tags()["scalars"]) == {"val/acc", "test/acc"}
+    for name in ("val/acc", "test/acc"):
+        (point,) = events.Scalars(name)
+        assert point.value == metrics[name] and point.step == metrics["steps"]
+
+    # The training run itself carries no placeholder `hp_metric` and no second session.
+    training = read_events(out / "tensorboard")
+    assert "hp_metric" not in training.Tags()["scalars"] and "val/acc" in training.Tags()["scalars"]
+    with pytest.raises(KeyError):
+        training.PluginTagToContent(metadata.PLUGIN_NAME)
+
+
+def test_flat_config_keeps_what_hparams_can_hold(compose_train) -> None:
+    cfg = compose_train("ckpt_path=null", "+model.hidden=[1,2]")
+    flat = flatten_config(cfg)
+    assert "ckpt_path" not in flat  # null: nothing to compare
+    assert flat["model/hidden"] == "[1, 2]"  # lists as text
+    assert flat["test"] is True and flat["data/shuffle_seed"] == 0  # interpolated from `seed`, kept

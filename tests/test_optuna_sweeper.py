@@ -1,0 +1,130 @@
+"""The Optuna sweeper: search space in Hydra's grammar, failed trials, the best parameters; a tiny search."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.types import HydraContext
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from conftest import ROOT
+from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
+
+
+def parse(line: str):
+    return distribution(OverridesParser.create().parse_override(line))
+
+
+def test_search_space_from_hydra_override_grammar() -> None:
+    assert parse("optimizer.lr=tag(log, interval(1e-4, 1.0))") == FloatDistribution(1e-4, 1.0, log=True)
+    assert parse("optimizer.momentum=interval(0.0, 0.95)") == FloatDistribution(0.0, 0.95)
+    assert parse("trainer.max_epochs=range(1, 9)") == IntDistribution(1, 8)
+    assert parse("trainer.max_epochs=range(2, 11, 2)") == IntDistribution(2, 10, step=2)
+    assert parse("data.batch_size=choice(100, 500)") == CategoricalDistribution([100, 500])
+    assert parse("optimizer=choice(sgd, adam)") == CategoricalDistribution(["sgd", "adam"])
+
+
+class FakeLauncher:
+    """Returns what the wrapped task would: a score, None for a job that failed, or a raised exception."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[list[str]]]] = []
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        self.batches.append((initial_job_idx, batch))
+        returns = []
+        for overrides in batch:
+            params = dict(o.split("=", 1) for o in overrides)
+            lr = float(params["optimizer.lr"])
+            if lr > 0.3:
+                returns.append(JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("diverged")))
+            elif params["data.batch_size"] == "200":
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=None))
+            else:
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=lr))
+        return returns
+
+
+def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path: Path, monkeypatch) -> None:
+    sweeper = OptunaSweeper(
+        n_trials=7,
+        n_jobs=3,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        params={
+            "optimizer.lr": "tag(log, interval(1e-3, 1.0))",
+            "optimizer.momentum": "interval(0.0, 0.9)",  # not in this config: left out of the search
+            "data.batch_size": "choice(100, 200)",
+        },
+    )
+    sweeper.config = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path)}},
+            "optimized_metric": "val/acc",
+            "optimizer": {"lr": 0.001},  # like Adam's: no momentum
+            "data": {"batch_size": 100},
+        }
+    )
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    sweeper.launcher = launcher = FakeLauncher()
+    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+
+    sweeper.sweep(["hparams_search=optuna", "trainer.max_epochs=1"])
+
+    assert [(start, len(batch)) for start, batch in launcher.batches] == [(0, 3), (3, 3), (6, 1)]
+    jobs = [overrides for _, batch in launcher.batches for overrides in batch]
+    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] and len(o) == 4 for o in jobs)
+    scores = {
+        i: float(o[2].split("=")[1])
+        for i, o in enumerate(jobs)
+        if float(o[2].split("=")[1]) <= 0.3 and o[3] != "data.batch_size=200"
+    }
+    assert len(scores) < len(jobs)  # some trials failed and the search went on
+    best_job = max(scores, key=scores.get)
+    best = OmegaConf.load(tmp_path / "best_params.yaml")
+    assert best.best_value == scores[best_job] and best.job == best_job and best.metric == "val/acc"
+    assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:]
+    assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:]])
+    assert best.trials == {"completed": len(scores), "total": 7}
+
+
+@pytest.mark.slow
+def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [
+        sys.executable, str(ROOT / "train.py"), "-m", "hparams_search=optuna", "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0",
+        f"hydra.sweep.dir={sweep}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    with open(sweep / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
+    best = OmegaConf.load(sweep / "best_params.yaml")
+    assert best.metric == "val/acc" and best.best_value == float(rows[0]["val/acc"])  # never test/acc
+    assert str(best.job) == rows[0]["job"]
+    assert set(best.best_params) == {
+        "optimizer.lr",
+        "optimizer.momentum",
+        "optimizer.weight_decay",
+        "data.batch_size",
+    }
+    for key, value in best.best_params.items():
+        assert rows[0][key] == str(value)
+    assert (
+        1e-4 <= best.best_params["optimizer.lr"] <= 1.0
+        and 0 <= best.best_params["optimizer.momentum"] <= 0.95
+    )
+    assert best.best_params["data.batch_size"] in (50, 100, 200, 500, 1000)
+    assert f"Best trial: val/acc {best.best_value:.4f}" in result.stdout + result.stderr

@@ -1,0 +1,226 @@
+"""Sweeps: the summary (failed jobs included), the exit status, parallel jobs, never-colliding directories."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
+
+from conftest import ROOT
+from hydra_plugins.mnist_logreg.output_dirs import claim_unique_dir
+from mnist_logreg.errors import UserError, report_user_errors
+from mnist_logreg.pipeline import train
+from mnist_logreg.sweep import NOT_FINISHED, SweepSummary
+
+SHORT = ("trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0")
+
+
+def make_job(sweep_dir: Path, name: str, overrides: list[str], metrics: dict | None) -> None:
+    """A job directory as Hydra and `pipeline.train` leave it (no metrics.json: the job was killed)."""
+    (sweep_dir / name / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), sweep_dir / name / ".hydra" / "overrides.yaml")
+    if metrics is not None:
+        (sweep_dir / name / "metrics.json").write_text(json.dumps(metrics))
+
+
+def end_sweep(sweep_dir: Path, **kwargs) -> int:
+    """Run the callback as Hydra does at the end of a multirun; the exit status it asks for."""
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    try:
+        SweepSummary(**kwargs).on_multirun_end(config=config)
+    except SystemExit as exit:
+        return int(exit.code)
+    return 0
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def completed(val_acc: float, test_acc: float) -> dict:
+    return {
+        "status": "completed",
+        "val/acc": val_acc,
+        "test/acc": test_acc,
+        "test/loss": 0.3,
+        "fit_time_s": 2.0,
+    }
+
+
+def test_summary_rows_best_first_then_failed_jobs_with_their_reason(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    sweep = tmp_path / "sweep"
+    make_job(sweep, "0", ["optimizer.lr=0.001", "trainer.max_epochs=1"], completed(0.80, 0.81))
+    make_job(sweep, "1", ["optimizer.lr=-1", "trainer.max_epochs=1"], {"status": "failed", "error": "bad lr"})
+    make_job(sweep, "2", ["optimizer.lr=0.1", "trainer.max_epochs=1"], completed(0.91, 0.90))
+    make_job(sweep, "3", ["optimizer.lr=1", "trainer.max_epochs=1"], None)
+    make_job(sweep, "10", ["optimizer.lr=0.01", "trainer.max_epochs=1"], completed(0.91, 0.92))
+
+    assert end_sweep(sweep, metric="val/acc", mode="max") == 1  # a failed job fails the sweep
+
+    rows = read_csv(sweep / "summary.csv")
+    assert list(rows[0]) == [
+        "job", "optimizer.lr", "trainer.max_epochs", "status",
+        "val/acc", "test/acc", "test/loss", "fit_time_s", "error",
+    ]  # fmt: skip
+    # Best first; a tie keeps job order (2 before 10, not "10" < "2"); failed jobs last, in job order.
+    assert [r["job"] for r in rows] == ["2", "10", "0", "1", "3"]
+    assert [r["status"] for r in rows] == ["completed"] * 3 + ["failed"] * 2
+    assert [r["error"] for r in rows[3:]] == ["bad lr", NOT_FINISHED]
+    assert rows[0]["optimizer.lr"] == "0.1" and float(rows[0]["val/acc"]) == 0.91
+    assert rows[3]["val/acc"] == ""
+
+    summary = (sweep / "summary.md").read_text()
+    assert "5 jobs, best first by `val/acc` (higher is better); 2 failed." in summary
+    assert "Every job: `trainer.max_epochs=1`." in summary  # common overrides are not a column
+    assert (
+        "| job | optimizer.lr | status | val/acc | test/acc | test/loss | fit time (s) | error |" in summary
+    )
+    assert "| 2 | 0.1 | completed | 0.9100 | 0.9000 | 0.3000 | 2.0 |  |" in summary
+    assert "| 1 | -1 | failed |  |  |  |  | bad lr |" in summary
+    assert (
+        "Best job 2 (optimizer.lr=0.1 trainer.max_epochs=1): val/acc 0.9100, test/acc 0.9000" in caplog.text
+    )
+    assert "2 of 5 jobs failed (job 1: bad lr)" in caplog.text
+
+
+def test_a_search_may_lose_trials_but_not_all(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    make_job(sweep, "0", ["optimizer.lr=9"], {"status": "failed", "error": "diverged"})
+    make_job(sweep, "1", ["optimizer.lr=0.1"], completed(0.9, 0.9))
+    assert end_sweep(sweep, allow_failed_jobs=True) == 0
+    assert [r["job"] for r in read_csv(sweep / "summary.csv")] == ["1", "0"]
+    (sweep / "1" / "metrics.json").unlink()
+    assert end_sweep(sweep, allow_failed_jobs=True) == 1
+
+
+def test_lower_is_better_for_a_loss(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    for name, loss in (("0", 0.5), ("1", 0.2), ("2", 0.9)):
+        make_job(sweep, name, [f"seed={name}"], {**completed(0.9, 0.9), "val/loss": loss})
+    assert end_sweep(sweep, metric="val/loss", mode="min") == 0
+    rows = read_csv(sweep / "summary.csv")
+    assert [r["job"] for r in rows] == ["1", "0", "2"]
+    assert list(rows[0])[3] == "val/loss"  # the optimised metric comes first when not a standard column
+
+
+def test_a_failed_job_in_a_multirun_is_recorded_and_returns(compose_train, tmp_path: Path) -> None:
+    compose_train("hydra.mode=MULTIRUN")
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir.mkdir(parents=True)
+
+    @report_user_errors
+    def task(cfg) -> float:
+        raise ValueError("Invalid learning rate: -1\nmore detail")
+
+    assert task(None) is None  # returned, so the launcher goes on and the summary gets written
+    assert json.loads((output_dir / "metrics.json").read_text()) == {
+        "status": "failed",
+        "error": "ValueError: Invalid learning rate: -1",
+    }
+
+
+def test_a_user_error_wrapped_by_instantiate_is_still_one_line(compose_train, caplog) -> None:
+    compose_train()  # a single run
+
+    @report_user_errors
+    def task(cfg) -> float:
+        try:
+            raise UserError("data.batch_size=0 is invalid: it must be a whole number >= 1.")
+        except UserError as error:
+            raise InstantiationException("Error in call to target 'MNISTDataModule'") from error
+
+    with pytest.raises(SystemExit) as exit:
+        task(None)
+    assert exit.value.code == 2
+    assert caplog.messages == ["data.batch_size=0 is invalid: it must be a whole number >= 1."]
+
+
+def test_unique_dirs_never_collide(tmp_path: Path) -> None:
+    base = str(tmp_path / "sweeps" / "2026-01-01_12-00-00")
+    claimed: list[str] = []
+    threads = [threading.Thread(target=lambda: claimed.append(claim_unique_dir(base))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted([base] + [f"{base}_{i}" for i in range(1, 8)])
+    # A config resolves it once: every reader (and every job's copy of the config) sees the same directory.
+    cfg = OmegaConf.create({"dir": "${unique_dir:" + base + "}"})
+    assert cfg.dir == f"{base}_8" and cfg.dir == f"{base}_8"
+
+
+def run_sweep(*overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, str(ROOT / "train.py"), "-m", *overrides]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def basic_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """Three jobs on MNIST, one of them with a learning rate the optimizer refuses."""
+    sweep = tmp_path_factory.mktemp("basic") / "sweep"
+    return sweep, run_sweep("optimizer.lr=0.5,-1,0.05", *SHORT, f"hydra.sweep.dir={sweep}")
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failed_job_runs_the_rest_writes_the_summary_and_fails(basic_sweep) -> None:
+    sweep, result = basic_sweep
+    assert result.returncode == 1, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "1 of 3 jobs failed (job 1: ValueError: Invalid learning rate: -1" in output
+    assert "Best job" in output
+
+    rows = read_csv(sweep / "summary.csv")
+    assert [r["optimizer.lr"] for r in rows][2] == "-1"
+    assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
+    assert float(rows[0]["val/acc"]) >= float(rows[1]["val/acc"]) > 0.5
+    for row in rows:
+        metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
+        assert metrics["status"] == row["status"]
+        if row["status"] == "completed":
+            assert (
+                float(row["val/acc"]) == metrics["val/acc"] and float(row["test/acc"]) == metrics["test/acc"]
+            )
+            assert float(row["test/loss"]) == metrics["test/loss"] and metrics["steps"] == 20
+    assert "Invalid learning rate" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(
+        "optimizer.lr=0.5,0.05",
+        *SHORT,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout + result.stderr
+    rows = {r["optimizer.lr"]: r for r in read_csv(sweep / "summary.csv")}
+    basic = {r["optimizer.lr"]: r for r in read_csv(basic_sweep[0] / "summary.csv")}
+    assert set(rows) == {"0.5", "0.05"} and {r["job"] for r in rows.values()} == {"0", "1"}
+    for lr, row in rows.items():
+        assert json.loads((sweep / row["job"] / "metrics.json").read_text())["status"] == "completed"
+        assert (sweep / row["job"] / "tensorboard" / "hparams").is_dir()
+        # The same seeded runs as the basic launcher's; one thread per worker may round differently.
+        for name in ("val/acc", "test/acc"):
+            assert float(row[name]) == pytest.approx(float(basic[lr][name]), abs=2e-3)
+
+
+@pytest.mark.slow
+def test_the_tuned_experiment_reaches_92_6_percent(compose_train) -> None:
+    metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
+    assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
