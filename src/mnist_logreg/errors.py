@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +12,8 @@ from typing import TypeVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
+
+from mnist_logreg.records import write_json
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +71,9 @@ def record_failure(error: Exception) -> None:
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if not isinstance(error, UserError):
         reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
-    path = Path(HydraConfig.get().runtime.output_dir) / "metrics.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({"status": "failed", "error": reason}, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(
+        Path(HydraConfig.get().runtime.output_dir) / "metrics.json", {"status": "failed", "error": reason}
+    )
 
 
 def _in_multirun() -> bool:

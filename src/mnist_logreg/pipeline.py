@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -17,6 +16,7 @@ from mnist_logreg.checkpoint_loading import check_resume, load_checkpoint
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.hparams import log_hparams
+from mnist_logreg.records import write_json
 from mnist_logreg.schema import build, check_config
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
     """The entries of a group of named parts; `callbacks.<name>=null` switches one off."""
     return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write whole or not at all: a reader never sees a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
