@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,6 +26,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model, optimizer=instantiate(cfg.optimizer))
