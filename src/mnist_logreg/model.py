@@ -54,8 +54,10 @@ class LogisticRegression(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        if self._loggers_write_this_step():  # asked before `optimizer.step()` moves `global_step` on
-            self.log("train/loss", loss, prog_bar=True)
+        # Not on the progress bar: Lightning turns each progress-bar value into a Python number after every
+        # step, which on a GPU means waiting for the device. Asked before `optimizer.step()` counts the step.
+        if self._loggers_write_this_step():
+            self.log("train/loss", loss)
         # A metric object's `update` costs five times these two operations; the count is logged per epoch.
         self.train_correct += (logits.argmax(1) == labels).sum()
         self.train_seen += len(labels)
