@@ -58,7 +58,7 @@ class LogisticRegression(L.LightningModule):
         # step, which on a GPU means waiting for the device. Asked before `optimizer.step()` counts the step.
         if self._loggers_write_this_step():
             self.log("train/loss", loss)
-        # A metric object's `update` costs five times these two operations; the count is logged per epoch.
+        # A metric object's `update` costs seven times these two operations; the count is logged per epoch.
         self.train_correct += (logits.argmax(1) == labels).sum()
         self.train_seen += len(labels)
         optimizer = self.optimizers()
@@ -70,8 +70,8 @@ class LogisticRegression(L.LightningModule):
     def _loggers_write_this_step(self) -> bool:
         """Whether Lightning hands this step's values to the loggers: every `log_every_n_steps` steps.
 
-        Lightning's own rule. Its loggers never see the other steps' values, yet `self.log` costs about as
-        much as this model's whole forward and backward pass, so on those steps it is not called.
+        Lightning's own rule. Its loggers never see the other steps' values, yet `self.log` costs about twice
+        this model's whole forward and backward pass, so on those steps it is not called.
         """
         trainer = self.trainer
         every = trainer.log_every_n_steps
