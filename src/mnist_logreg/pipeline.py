@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +32,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     (output_dir / "metrics.json").unlink(missing_ok=True)  # a run directory reused for a resume is unfinished
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule: L.LightningDataModule = build("data", cfg.data)
     model: L.LightningModule = build("model", cfg.model, optimizer=instantiate(cfg.optimizer))
