@@ -126,7 +126,10 @@ def test_ddp_inside_a_multirun_is_refused_before_any_process_starts(tmp_path: Pa
     assert len(refusals) == 1 and "cannot run inside a multirun (-m)" in refusals[0]
     assert "hydra.launcher.tasks_per_node=2" in refusals[0]
     assert "Initializing distributed" not in result.stdout + result.stderr
-    assert not list(tmp_path.rglob("metrics.json"))
+    # The job is recorded as failed, with the reason; nothing trained.
+    record = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    assert record["status"] == "failed" and "cannot run inside a multirun" in record["error"]
+    assert not (tmp_path / "0" / "checkpoints").exists()
 
 
 def test_processes_started_by_slurm_are_not_refused(compose_train, monkeypatch: pytest.MonkeyPatch) -> None:
