@@ -119,6 +119,8 @@ VARIANTS: dict[str, list[str]] = {
     "without: sanity check": ["+trainer.num_sanity_val_steps=0"],
     "without: TensorBoard": ["~logger"],
     "without: checkpoints": ["~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false"],
+    "without: divergence check": ["callbacks.stop_on_divergence=null"],
+    "without: Ctrl-C stop": ["callbacks.stop_on_interrupt=null"],
 }
 
 

@@ -42,7 +42,9 @@ def weight_templates(weights: torch.Tensor) -> Figure:
 
     weights = weights.detach().float().cpu()
     limit = float(weights.abs().max()) or 1.0  # symmetric limits put zero weight at the map's centre
-    fig = Figure(figsize=WEIGHTS_SIZE, dpi=DPI, layout="constrained")
+    # Fixed margins: matplotlib's constrained layout would cost more than drawing the figure itself.
+    fig = Figure(figsize=WEIGHTS_SIZE, dpi=DPI)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.04, wspace=0.1, hspace=0.25)
     axes = fig.subplots(2, (len(weights) + 1) // 2)
     for digit, (ax, row) in enumerate(zip(axes.flat, weights, strict=False)):
         image = ax.imshow(
@@ -63,7 +65,7 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int
 def confusion_figure(matrix: torch.Tensor) -> Figure:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=CONFUSION_SIZE, dpi=DPI, layout="constrained")
+    fig = Figure(figsize=CONFUSION_SIZE, dpi=DPI)
     ax = fig.subplots()
     with warnings.catch_warnings():
         # torchmetrics hands matplotlib a tensor, whose __array__ predates numpy 2's `copy` argument.
@@ -87,7 +89,8 @@ def mistakes_figure(
 ) -> Figure:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=MISTAKES_SIZE, dpi=DPI, layout="constrained")
+    fig = Figure(figsize=MISTAKES_SIZE, dpi=DPI)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.02, hspace=0.55)
     axes = fig.subplots(*MISTAKES_GRID)
     confidence, preds = probs.max(1)
     for ax in axes.flat:
