@@ -34,7 +34,7 @@ class StopOnDivergence(Callback):
     def on_before_backward(
         self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
     ) -> None:
-        finite = math.isfinite(loss.item())  # a 0-d loss: a Python float is the cheapest test (8 us -> 0.2 us)
+        finite = math.isfinite(loss.item())  # on a 0-d loss the cheapest test: 0.2 us, isfinite() 8 us
         if trainer.world_size > 1:  # every rank must stop at the same step, or the others wait forever
             finite = trainer.strategy.reduce_boolean_decision(finite, all=True)
         if finite:
