@@ -97,3 +97,10 @@ def test_command_line_shows_one_line_and_exits_2(tmp_path: Path) -> None:
         )
     )
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_gpu_run_without_a_gpu_names_the_fix(compose_train, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)  # as on a machine without a GPU
+    for overrides in (["trainer=gpu"], ["trainer.accelerator=gpu"]):
+        with pytest.raises(UserError, match=r"^trainer\.accelerator=gpu but torch finds no GPU.*=auto"):
+            train(compose_train(*overrides))

@@ -37,6 +37,12 @@ def check_config(cfg: DictConfig) -> None:
     if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
         raise ConfigError(f"optimizer.lr={lr!r} is invalid: it must be a positive number, such as 0.001.")
 
+    if cfg.trainer.get("accelerator") in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.accelerator={cfg.trainer.accelerator} but torch finds no GPU on this machine: use "
+            "trainer.accelerator=auto (a GPU when there is one) or trainer.accelerator=cpu."
+        )
+
     nodes = {key: cfg.get(key) for key in BUILT_NODES}
     for group in ("callbacks", "logger"):
         nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})
