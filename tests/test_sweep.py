@@ -17,6 +17,7 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from conftest import ROOT
+from hydra_plugins.mnist_logreg import output_dirs
 from hydra_plugins.mnist_logreg.output_dirs import claim_unique_dir
 from mnist_logreg.errors import UserError, report_user_errors
 from mnist_logreg.pipeline import train
@@ -224,3 +225,11 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
 def test_the_tuned_experiment_reaches_92_6_percent(compose_train) -> None:
     metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
+
+
+def test_claimed_dirs_left_empty_are_removed_at_exit(tmp_path: Path) -> None:
+    used = claim_unique_dir(str(tmp_path / "runs" / "2026-01-01_12-00-00"))
+    unused = claim_unique_dir(str(tmp_path / "runs" / "2026-01-01_12-00-00"))
+    (Path(used) / "train.log").write_text("a run wrote here\n")
+    output_dirs._remove_unused_claims()  # what runs when the process exits
+    assert Path(used).is_dir() and not Path(unused).exists()

@@ -5,11 +5,15 @@ A timestamp alone is not enough: two sweeps started in the same second would wri
 claiming the same name one gets it and the other takes the next free suffix (`_1`, `_2`, ...).
 
 Registered with `use_cache=True` like Hydra's `${now:...}`: a config resolves it once, and Hydra copies the
-resolved value into every job's config, in this process or in a launcher's workers.
+resolved value into every job's config, in this process or in a launcher's workers. While composing, Hydra
+also resolves copies of the config (and the default run directory of an entry point that sets its own), so
+a claimed directory that is still empty when the process ends was never used and is removed.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 from pathlib import Path
 
@@ -23,10 +27,22 @@ def claim_unique_dir(path: str) -> str:
     while True:
         try:
             os.mkdir(candidate)
+            _claimed.append(candidate)
             return candidate
         except FileExistsError:
             suffix += 1
             candidate = f"{path}_{suffix}"
+
+
+_claimed: list[str] = []
+
+
+@atexit.register
+def _remove_unused_claims() -> None:
+    for path in _claimed:
+        with contextlib.suppress(OSError):  # not empty: the run or sweep wrote to it
+            os.rmdir(path)
+            os.rmdir(Path(path).parent)  # `logs/runs/` too, if nothing else is in it
 
 
 # Hydra's plugin scan may execute this module more than once in a process.
