@@ -37,12 +37,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     datamodule: L.LightningDataModule = build("data", cfg.data)
     model: L.LightningModule = build("model", cfg.model, optimizer=instantiate(cfg.optimizer))
-    trainer: L.Trainer = build(
-        "trainer",
-        cfg.trainer,
-        callbacks=[build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")],
-        logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
-    )
+    trainer = build_trainer(cfg)
     refuse_relaunch_in_multirun(trainer)
     if cfg.get("ckpt_path"):
         check_resume(cfg.ckpt_path, model, datamodule, instantiate(cfg.optimizer)(model.parameters()))
@@ -75,8 +70,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Trainer with the config's callbacks and loggers; `callbacks.<name>=null` switches one off."""
+    return build(
+        "trainer",
+        cfg.trainer,
+        callbacks=[build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")],
+        logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
+    )
+
+
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
-    """The entries of a group of named parts; `callbacks.<name>=null` switches one off."""
     return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
 
 
@@ -88,11 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     output_dir = Path(cfg.paths.output_dir)
     model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=[instantiate(c) for c in (cfg.get("callbacks") or {}).values()],
-        logger=[instantiate(lg) for lg in (cfg.get("logger") or {}).values()] or False,
-    )
+    trainer = build_trainer(cfg)
     started = time.perf_counter()
     (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
     metrics: dict[str, Any] = {"status": "completed", "test_time_s": time.perf_counter() - started}
