@@ -128,3 +128,22 @@ def test_rng_states_come_back_from_a_checkpoint(tmp_path: Path) -> None:
     callback.load_state_dict(torch.load(tmp_path / "rng.ckpt", weights_only=True)["state"])
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+
+def test_resuming_with_fewer_epochs_than_the_checkpoint_has_is_refused(
+    compose_train, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    train(compose_train(f"paths.data_dir={tiny_mnist}", *TINY, "trainer.max_epochs=3"))
+    last = tmp_path / "last.ckpt"
+    shutil.copyfile(tmp_path / "run" / "checkpoints" / "last.ckpt", last)
+    cfg = compose_train(f"paths.data_dir={tiny_mnist}", *TINY, f"ckpt_path={last}")  # max_epochs=1
+    with pytest.raises(CheckpointError, match=r"stopped in epoch 2, past this run's trainer\.max_epochs=1"):
+        train(cfg)
+
+
+def test_a_run_without_the_checkpoint_callback_still_finishes(compose_train, tiny_mnist: Path) -> None:
+    cfg = compose_train(
+        f"paths.data_dir={tiny_mnist}", *TINY, "optimizer.lr=0.5", "callbacks.model_checkpoint=null"
+    )
+    metrics = train(cfg)
+    assert metrics["status"] == "completed" and metrics["val/acc"] > 0.5 and metrics["test/acc"] > 0.5

@@ -79,7 +79,13 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
 
     assert process.returncode == 1, console[-2000:]
     assert "Traceback" not in console
-    assert f"ckpt_path={last}" in console  # how to resume
+    # How to resume: the run's own settings (not its run dir), and the checkpoint.
+    resume = next(line for line in console.splitlines() if "to finish the run:" in line)
+    assert resume.endswith(
+        f"trainer.max_epochs=3 +trainer.limit_train_batches=200 +trainer.val_check_interval=50 "
+        f"trainer.accelerator=cpu callbacks.progress_bar.refresh_rate=0 ckpt_path={last}"
+    )
+    assert "hydra.run.dir" not in resume
     assert not (run / "metrics.json").exists()
     step = torch.load(last, weights_only=True)["global_step"]
     assert first_step < step < 3 * 200  # saved where Ctrl-C landed, before the run's end

@@ -89,6 +89,7 @@ def check_resume(
     model: L.LightningModule,
     datamodule: L.LightningDataModule,
     optimizer: torch.optim.Optimizer,
+    max_epochs: int | None = None,
 ) -> None:
     """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
 
@@ -96,6 +97,12 @@ def check_resume(
     rate included, so a different optimizer or setting in the config would be ignored without a word.
     """
     checkpoint = read_checkpoint(path, ("state_dict", "loops", "optimizer_states"), LAST)
+    epoch = checkpoint.get("epoch", 0)
+    if max_epochs not in (None, -1) and epoch > max_epochs:
+        raise CheckpointError(
+            f"ckpt_path={path} stopped in epoch {epoch}, past this run's trainer.max_epochs={max_epochs}: "
+            "pass the trainer.max_epochs the run was started with."
+        )
     expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
     if expected != found:

@@ -40,7 +40,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg)
     refuse_relaunch_in_multirun(trainer)
     if cfg.get("ckpt_path"):
-        check_resume(cfg.ckpt_path, model, datamodule, instantiate(cfg.optimizer)(model.parameters()))
+        optimizer = instantiate(cfg.optimizer)(model.parameters())
+        check_resume(cfg.ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -50,7 +51,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
-    if best_path:
+    # No score with `callbacks.model_checkpoint=null`: Lightning's own checkpoint then keeps the last epoch.
+    if checkpoint is not None and checkpoint.best_model_score is not None:
         metrics["val/acc"] = float(checkpoint.best_model_score)
     elif "val/acc" in trainer.callback_metrics:
         metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])

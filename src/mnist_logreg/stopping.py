@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -12,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 
 from mnist_logreg.errors import UserError
@@ -83,10 +86,10 @@ class StopOnInterrupt(Callback):
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
         log.warning(
-            "Interrupted at step %d and saved %s; to finish the run: python train.py ckpt_path=%s",
+            "Interrupted at step %d and saved %s; to finish the run: %s",
             trainer.global_step,
             path,
-            path,
+            resume_command(path),
         )
         raise KeyboardInterrupt
 
@@ -102,6 +105,13 @@ class StopOnInterrupt(Callback):
         if self._previous_handler is not None:
             signal.signal(signal.SIGINT, self._previous_handler)
             self._previous_handler = None
+
+
+def resume_command(path: Path) -> str:
+    """This run's command line with `ckpt_path` added: a resume needs the settings it was trained with."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
+    return " ".join(["python", sys.argv[0] or "train.py", *map(shlex.quote, kept), f"ckpt_path={path}"])
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:

@@ -88,11 +88,24 @@ class OptunaSweeper(Sweeper):
         log.info("Optuna search: %d trials, %s %s", self.n_trials, self.direction, self._metric)
 
         jobs: dict[int, int] = {}  # trial number -> job number (its directory)
-        launched = 0
-        while launched < self.n_trials:
-            trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - launched))]
-            batch = [fixed + [f"{key}={value}" for key, value in trial.params.items()] for trial in trials]
-            self.validate_batch_is_legal(batch)
+        asked = launched = 0
+        while asked < self.n_trials:
+            trials, batch = [], []
+            for _ in range(min(self.n_jobs, self.n_trials - asked)):
+                trial = study.ask(space)
+                asked += 1
+                overrides = fixed + [f"{key}={value}" for key, value in trial.params.items()]
+                try:
+                    self.validate_batch_is_legal([overrides])
+                except Exception as error:  # e.g. momentum drawn for optimizer=adam, which has none
+                    reason = " ".join(str(error).split())
+                    log.warning("Trial %d cannot be composed, told as failed: %s", trial.number, reason)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                    continue
+                trials.append(trial)
+                batch.append(overrides)
+            if not batch:
+                continue
             returns = self.launcher.launch(batch, initial_job_idx=launched)
             for trial, job_return in zip(trials, returns, strict=True):
                 jobs[trial.number] = launched
