@@ -89,3 +89,19 @@ def test_truncated_extraction_is_redone(tiny_mnist: Path) -> None:
     extracted = tiny_mnist / "MNIST/raw/train-images-idx3-ubyte"
     extracted.write_bytes(extracted.read_bytes()[:1000])
     assert torch.equal(prepared(tiny_mnist, val_size=100).splits["train"][0], expected)
+
+
+def test_verified_data_is_read_without_writing(tiny_mnist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A shared, read-only copy of the data works once it has been extracted."""
+    expected = prepared(tiny_mnist, val_size=100).splits["val"][0]
+
+    def no_writes(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("mnist_logreg.data.FileLock", no_writes)
+    assert torch.equal(prepared(tiny_mnist, val_size=100).splits["val"][0], expected)
+    (tiny_mnist / "MNIST/raw/.extracted.json").unlink()  # now it must extract, and cannot write
+    with pytest.raises(
+        DataError, match=r"needs extracting, but it cannot be written \(Read-only file system\)"
+    ):
+        prepared(tiny_mnist, val_size=100)

@@ -234,3 +234,14 @@ def test_export_that_disagrees_with_pytorch_leaves_no_file(
 def test_missing_export_dependencies_name_the_install_command() -> None:
     with pytest.raises(ExportError, match=r'not installed: pip install -e "\.\[export\]"'):
         require("onnxruntime_that_is_not_installed")
+
+
+def test_export_of_a_model_with_nan_weights_fails(best: Path, compose_train, tmp_path: Path) -> None:
+    checkpoint = torch.load(best, weights_only=True)
+    checkpoint["state_dict"]["linear.weight"][3, 100] = float("nan")
+    broken = tmp_path / "nan.ckpt"
+    torch.save(checkpoint, broken)
+    cfg = compose_train(f"ckpt_path={broken}", config_name="export")
+    with pytest.raises(ExportError, match=r"max logit difference nan"):
+        export(cfg)
+    assert list(Path(cfg.paths.output_dir).iterdir()) == []

@@ -233,3 +233,12 @@ def test_claimed_dirs_left_empty_are_removed_at_exit(tmp_path: Path) -> None:
     (Path(used) / "train.log").write_text("a run wrote here\n")
     output_dirs._remove_unused_claims()  # what runs when the process exits
     assert Path(used).is_dir() and not Path(unused).exists()
+
+
+def test_a_torchrun_rank_above_zero_uses_rank_zeros_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = str(tmp_path / "runs" / "2026-01-01_12-00-00")
+    assert claim_unique_dir(base) == base  # rank 0 (or no torchrun) claims it
+    monkeypatch.setenv("RANK", "1")
+    assert claim_unique_dir(base) == base  # rank 1 joins it instead of claiming base_1

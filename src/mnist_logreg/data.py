@@ -157,19 +157,21 @@ class MNISTDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Check the four `.gz` files against torchvision's MD5 sums; have torchvision extract them once."""
-        self.raw_dir.mkdir(parents=True, exist_ok=True)
+        # Verified and extracted already: nothing to write, so a read-only data directory works too.
+        if not self._check_archives() and self._extractions_match_stamp(warn=False):
+            return
+        try:
+            self.raw_dir.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(self.raw_dir / ".lock")
+            lock.acquire()
+        except OSError as error:
+            raise DataError(
+                f"{self.raw_dir} needs extracting, but it cannot be written ({error.strerror}): "
+                "point paths.data_dir at a writable copy of the data directory."
+            ) from None
         # Parallel sweep jobs share data/: one process checks and extracts while the others wait.
-        with FileLock(self.raw_dir / ".lock"):
-            missing = []
-            for filename, md5 in MNIST.resources:
-                path = self.raw_dir / filename
-                if not path.exists():
-                    missing.append(filename)
-                elif not check_integrity(str(path), md5):
-                    raise DataError(
-                        f"{path} is corrupt (its MD5 sum is not {md5}): {RESTORE_HINT}, "
-                        "or delete it to download it again."
-                    )
+        try:
+            missing = self._check_archives()
             if missing and not self.download:
                 raise DataError(f"{', '.join(missing)} missing from {self.raw_dir}: {RESTORE_HINT}.")
             if missing or not self._extractions_match_stamp():
@@ -184,6 +186,22 @@ class MNISTDataModule(L.LightningDataModule):
                     f"holding MNIST/raw, or {RESTORE_HINT}."
                 ) from None
             self._write_stamp()
+        finally:
+            lock.release()
+
+    def _check_archives(self) -> list[str]:
+        """The `.gz` files that are missing; a present one with the wrong MD5 sum is an error."""
+        missing = []
+        for filename, md5 in MNIST.resources:
+            path = self.raw_dir / filename
+            if not path.exists():
+                missing.append(filename)
+            elif not check_integrity(str(path), md5):
+                raise DataError(
+                    f"{path} is corrupt (its MD5 sum is not {md5}): {RESTORE_HINT}, "
+                    "or delete it to download it again."
+                )
+        return missing
 
     # torchvision trusts any extracted file it finds. Each extraction is stamped with the MD5 of its verified
     # .gz and its size and modification time, so that a file cut short by a killed run, edited, or copied over
@@ -202,14 +220,14 @@ class MNISTDataModule(L.LightningDataModule):
                 stamp[extracted.name] = [md5, stat.st_size, stat.st_mtime_ns]
         return stamp
 
-    def _extractions_match_stamp(self) -> bool:
+    def _extractions_match_stamp(self, warn: bool = True) -> bool:
         try:
             recorded = json.loads(self._stamp_path.read_text())
         except (OSError, ValueError):
             return False
         current = self._extraction_stamp()
         changed = [name for name in current if recorded.get(name) != current[name]]
-        if changed:
+        if changed and warn:
             log.warning("%s changed since it was extracted; extracting it again", self.raw_dir / changed[0])
         return not changed and len(current) == len(MNIST.resources)
 

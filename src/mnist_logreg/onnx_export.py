@@ -86,7 +86,7 @@ def export(cfg: DictConfig) -> Path:
     try:
         export_onnx(model, tmp)
         differing, max_diff, logits = compare_with_torch(model, tmp, images)
-        if differing or max_diff > cfg.atol:
+        if differing or not max_diff <= cfg.atol:  # `not <=`: a NaN logit fails too
             raise ExportError(
                 f"the ONNX model disagrees with PyTorch on the {len(labels)} test images ({differing} "
                 f"predictions differ, max logit difference {max_diff:.2e} > atol={cfg.atol}); nothing written"

@@ -11,6 +11,7 @@ import csv
 import json
 import logging
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -68,6 +69,10 @@ class SweepSummary(Callback):
         self.allow_failed_jobs = allow_failed_jobs
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if (
+            int(os.environ.get("RANK", "0")) > 0
+        ):  # torchrun's other DDP ranks ran the same sweep: rank 0 reports
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = sort_best_first(read_jobs(sweep_dir), self.metric, self.mode)
         if not jobs:

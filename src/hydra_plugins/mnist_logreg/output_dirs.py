@@ -23,6 +23,11 @@ from omegaconf import OmegaConf
 def claim_unique_dir(path: str) -> str:
     """Create `path`, or `path_1`, `path_2`, ... if it exists; return the one created."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    if (
+        int(os.environ.get("RANK", "0")) > 0
+    ):  # a DDP rank started by torchrun: rank 0's directory is the run's
+        Path(path).mkdir(exist_ok=True)
+        return path
     candidate, suffix = path, 0
     while True:
         try:
