@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from filelock import FileLock
+from torch.utils.data import DistributedSampler
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
@@ -30,41 +31,23 @@ class DataError(UserError):
     """The MNIST files are missing, corrupt or cannot be fetched."""
 
 
-class EpochOrder:
-    """The samples one rank sees in one epoch, in order: a sampler in the manner of `DistributedSampler`.
+class EpochOrder(DistributedSampler):
+    """The samples one rank sees in one epoch, in order: torch's `DistributedSampler` over sample indices.
 
-    A shuffled epoch's permutation is drawn from `seed` and the epoch number alone, so it does not depend on
-    what ran before: a run resumed at epoch 3 sees what an uninterrupted run saw. Lightning calls `set_epoch`
-    at the start of every epoch. Under DDP each rank takes every `world_size`-th sample, padded by wrap-around
-    so that all ranks run the same number of batches (or they would wait on each other forever).
+    A shuffled epoch's permutation is drawn from `seed + epoch` alone, so it does not depend on what ran
+    before: a run resumed at epoch 3 sees what an uninterrupted run saw. Lightning calls `set_epoch` at the
+    start of every epoch. Under DDP each rank takes every `world_size`-th sample, padded by wrap-around so
+    that all ranks run the same number of batches (or they would wait on each other forever).
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        self.size = size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.size / self.world_size)
+        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
 
     def indices(self) -> torch.Tensor | None:
         """This rank's sample indices for the epoch; None means all samples in order (slices, no gather)."""
-        if not self.shuffle and self.world_size == 1:
+        if not self.shuffle and self.num_replicas == 1:
             return None
-        if self.shuffle:
-            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
-        else:
-            order = torch.arange(self.size)
-        padded = len(self) * self.world_size
-        if padded > self.size:
-            order = torch.cat([order, order[: padded - self.size]])
-        return order[self.rank :: self.world_size]
+        return torch.tensor(list(iter(self)))
 
 
 class TensorBatches:
