@@ -245,3 +245,9 @@ def test_export_of_a_model_with_nan_weights_fails(best: Path, compose_train, tmp
     with pytest.raises(ExportError, match=r"max logit difference nan"):
         export(cfg)
     assert list(Path(cfg.paths.output_dir).iterdir()) == []
+
+
+def test_eval_refuses_an_unknown_trainer_option_in_one_line(best: Path, compose_train) -> None:
+    cfg = compose_train(f"ckpt_path={best}", "+trainer.max_epoch=3", config_name="eval")
+    with pytest.raises(UserError, match=r"^trainer\.max_epoch=3 is not an option of .*did you mean"):
+        evaluate(cfg)

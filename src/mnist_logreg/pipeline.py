@@ -18,7 +18,7 @@ from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.hparams import log_hparams
 from mnist_logreg.records import write_json
-from mnist_logreg.schema import build, check_config
+from mnist_logreg.schema import build, check_config, check_parts
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     The numbers equal those of the training run that wrote the checkpoint: same weights, same data.
     """
     quiet_libraries()
+    check_parts(cfg)
     output_dir = Path(cfg.paths.output_dir)
     model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
     trainer = build_trainer(cfg)

@@ -43,11 +43,7 @@ def check_config(cfg: DictConfig) -> None:
             "trainer.accelerator=auto (a GPU when there is one) or trainer.accelerator=cpu."
         )
 
-    nodes = {key: cfg.get(key) for key in BUILT_NODES}
-    for group in ("callbacks", "logger"):
-        nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})
-    for key, node in nodes.items():
-        check_options(key, node)
+    check_parts(cfg)
 
     # The optimizer is a partial that torch first sees inside `fit`; one built on a dummy parameter now makes
     # torch check its values (momentum, betas, ...) before the data is loaded.
@@ -55,6 +51,15 @@ def check_config(cfg: DictConfig) -> None:
         instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer: {_one_line(error)} (refused by {cfg.optimizer._target_}).") from None
+
+
+def check_parts(cfg: DictConfig) -> None:
+    """The options of every part the config builds: data, model, optimizer, trainer, callbacks, loggers."""
+    nodes = {key: cfg.get(key) for key in BUILT_NODES}
+    for group in ("callbacks", "logger"):
+        nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})
+    for key, node in nodes.items():
+        check_options(key, node)
 
 
 def check_options(key: str, node: Any) -> None:
