@@ -11,7 +11,7 @@ import lightning as L
 import torch
 
 from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.model import LogisticRegression
 
 BEST = "logs/runs/<run>/checkpoints/best.ckpt"
@@ -76,12 +76,6 @@ def load_checkpoint(
             f"ckpt_path={ckpt_path} does not fit this project's model or data module ({one_line(error)})"
         ) from None
     return model.eval(), datamodule
-
-
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line of at most 200 characters."""
-    text = " ".join(str(error).split())
-    return (text[:197] + "..." if len(text) > 200 else text) or type(error).__name__
 
 
 def check_resume(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
 from mnist_logreg.errors import UserError
+from mnist_logreg.records import write_json
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ class MNISTDataModule(L.LightningDataModule):
             (self.raw_dir / filename.removesuffix(".gz")).unlink(missing_ok=True)
 
     def _write_stamp(self) -> None:
-        tmp = self._stamp_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._extraction_stamp(), indent=1) + "\n")
-        os.replace(tmp, self._stamp_path)
+        write_json(self._stamp_path, self._extraction_stamp())
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

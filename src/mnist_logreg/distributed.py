@@ -10,11 +10,9 @@ so each extra rank would start a sweep of its own. Where the processes are start
 from __future__ import annotations
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import UserError, in_multirun
 
 
 def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
@@ -25,8 +23,7 @@ def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
         and launcher.num_processes > 1
         and not launcher.cluster_environment.creates_processes_externally
     )
-    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    if relaunches and multirun:
+    if relaunches and in_multirun():
         raise UserError(
             f"trainer.devices={launcher.num_processes} with DDP cannot run inside a multirun (-m): Lightning "
             "would start each extra process by re-running the whole sweep. Sweep with one process per job "

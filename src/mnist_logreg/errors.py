@@ -39,7 +39,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
             return task(cfg)
         except Exception as error:
             user_error = find_user_error(error)
-            if not _in_multirun():
+            if not in_multirun():
                 if user_error is None:
                     raise
                 log.error("%s", user_error)
@@ -52,6 +52,12 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
             return None
 
     return wrapper
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's message on one line of at most 200 characters."""
+    text = " ".join(str(error).split())
+    return (text[:197] + "..." if len(text) > 200 else text) or type(error).__name__
 
 
 def find_user_error(error: BaseException) -> UserError | None:
@@ -76,5 +82,5 @@ def record_failure(error: Exception) -> None:
     )
 
 
-def _in_multirun() -> bool:
+def in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

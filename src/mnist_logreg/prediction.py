@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import csv
 import glob
+import io
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from mnist_logreg.checkpoint_loading import load_checkpoint
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
+from mnist_logreg.records import write_text
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +67,14 @@ def predict_files(model: torch.nn.Module, files: list[Path]) -> list[Prediction]
 
 def write_csv(path: Path, rows: list[Prediction]) -> None:
     """Written whole or not at all, like metrics.json."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for row in rows:
-            probability = "" if row.probability is None else f"{row.probability:.4f}"
-            prediction = "" if row.prediction is None else row.prediction
-            writer.writerow([row.path, prediction, probability, row.error])
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for row in rows:
+        probability = "" if row.probability is None else f"{row.probability:.4f}"
+        prediction = "" if row.prediction is None else row.prediction
+        writer.writerow([row.path, prediction, probability, row.error])
+    write_text(path, text.getvalue())
 
 
 def format_table(rows: list[Prediction]) -> str:

@@ -19,7 +19,7 @@ from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig
 
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import UserError, one_line
 
 BUILT_NODES = ("data", "model", "optimizer", "trainer")  # plus every entry of `callbacks` and `logger`
 
@@ -50,7 +50,7 @@ def check_config(cfg: DictConfig) -> None:
     try:
         instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as error:
-        raise ConfigError(f"optimizer: {_one_line(error)} (refused by {cfg.optimizer._target_}).") from None
+        raise ConfigError(f"optimizer: {one_line(error)} (refused by {cfg.optimizer._target_}).") from None
 
 
 def check_parts(cfg: DictConfig) -> None:
@@ -103,7 +103,7 @@ def build(key: str, node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         if isinstance(cause, (ValueError, MisconfigurationException)):
-            raise ConfigError(f"{key}: {_one_line(cause)}") from None
+            raise ConfigError(f"{key}: {one_line(cause)}") from None
         raise
 
 
@@ -113,7 +113,3 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
