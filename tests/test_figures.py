@@ -24,15 +24,19 @@ def test_weight_colours_are_symmetric_about_zero() -> None:
     pixels = render(fig)
     assert pixels.shape == (440, 1000, 3)
 
-    def colour_at_centre(ax) -> np.ndarray:
-        box = ax.get_window_extent()  # display pixels, origin at the bottom left
-        row, col = int(pixels.shape[0] - (box.y0 + box.y1) / 2), int((box.x0 + box.x1) / 2)
-        return pixels[row, col].astype(int)
+    (ax, _colorbar) = fig.axes
+    captions = {text.get_text(): text.get_position() for text in ax.texts}
+
+    def colour_of_template(digit: int) -> np.ndarray:
+        x, y = captions[str(digit)]  # the caption sits on the template's top edge, its middle 14 pixels below
+        col, row = ax.transData.transform((x, y + 14))  # display pixels, origin at the bottom left
+        return pixels[int(pixels.shape[0] - row), int(col)].astype(int)
 
     cmap = matplotlib.colormaps[WEIGHTS_CMAP]
     for digit, position in ((0, 0.5), (1, 1.0), (2, 0.3)):  # -0.2 on a -0.5..0.5 scale is 0.3 along it
         expected = np.round(np.array(cmap(position)[:3]) * 255)
-        assert np.abs(colour_at_centre(fig.axes[digit]) - expected).max() <= 1, digit
+        assert np.abs(colour_of_template(digit) - expected).max() <= 1, digit
+    assert sorted(captions) == [str(digit) for digit in range(10)]
 
 
 def test_confident_mistakes_are_wrong_and_most_confident_first() -> None:

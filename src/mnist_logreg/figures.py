@@ -5,8 +5,8 @@ image's pixels weighted by row c of the weight matrix, so each row, drawn as 28x
 ink speaks for the class (red) or against it (blue).
 
 The figures are drawn once, when testing ends, for the tested model on the whole test set in one forward
-pass: nothing runs in the training loop. Matplotlib is imported inside the functions, so that starting a
-run stays quick, and figures are drawn on the Agg canvas directly, without pyplot's global state.
+pass: nothing runs in the training loop. They are drawn on the Agg canvas directly, without pyplot's global
+state, and each grid of digits is one image on one Axes (`tiles`), which draws several times faster.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
@@ -36,23 +37,51 @@ MISTAKES_GRID = (3, 8)  # the 24 most confident mistakes
 WEIGHTS_CMAP = "RdBu_r"  # diverging: zero is the map's centre, positive weights red
 
 
+def tiles(
+    images: torch.Tensor, cols: int, gap: tuple[int, int]
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """28x28 images laid out row by row in one array, NaN around them, and where each one's caption goes.
+
+    Each row of tiles has `gap[1]` empty pixels above it for captions; tiles are `gap[0]` pixels apart.
+
+    One image on one Axes: matplotlib spends more on an Axes (its spines, ticks and layout) than on drawing
+    a 28x28 image, so a grid of small Axes costs several times as much as the same grid as one image.
+    """
+    rows = math.ceil(len(images) / cols)
+    gap_x, gap_y = gap
+    mosaic = np.full((rows * (28 + gap_y), cols * (28 + gap_x) - gap_x), np.nan, dtype=np.float32)
+    tops = []
+    for i, image in enumerate(images):
+        top, left = gap_y + (i // cols) * (28 + gap_y), (i % cols) * (28 + gap_x)
+        mosaic[top : top + 28, left : left + 28] = image.reshape(28, 28).numpy()
+        tops.append((left + 13.5, top - 0.5))
+    return mosaic, tops
+
+
+def tiled_axes(fig: Figure, mosaic: np.ndarray) -> Axes:
+    """One Axes under the title, without frame or ticks, whose data coordinates are the mosaic's pixels."""
+    ax = fig.add_axes((0.01, 0.01, 0.98, 0.84))
+    ax.set_axis_off()
+    ax.set_xlim(-0.5, mosaic.shape[1] - 0.5)
+    ax.set_ylim(mosaic.shape[0] - 0.5, -0.5)
+    return ax
+
+
 def weight_templates(weights: torch.Tensor) -> Figure:
     """One 28x28 image per class, all on one colour scale that is symmetric about zero."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     weights = weights.detach().float().cpu()
     limit = float(weights.abs().max()) or 1.0  # symmetric limits put zero weight at the map's centre
-    # Fixed margins: matplotlib's constrained layout would cost more than drawing the figure itself.
+    mosaic, tops = tiles(weights, cols=(len(weights) + 1) // 2, gap=(3, 7))
     fig = Figure(figsize=WEIGHTS_SIZE, dpi=DPI)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.04, wspace=0.1, hspace=0.25)
-    axes = fig.subplots(2, (len(weights) + 1) // 2)
-    for digit, (ax, row) in enumerate(zip(axes.flat, weights, strict=False)):
-        image = ax.imshow(
-            row.reshape(28, 28).numpy(), cmap=WEIGHTS_CMAP, vmin=-limit, vmax=limit, interpolation="nearest"
-        )
-        ax.set_title(str(digit))
-        ax.set_axis_off()
-    fig.colorbar(image, ax=axes, shrink=0.8, label="weight")
+    ax = tiled_axes(fig, mosaic)
+    cmap = colormaps[WEIGHTS_CMAP].with_extremes(bad="white")  # the gaps between templates
+    image = ax.imshow(mosaic, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
+    for digit, (x, y) in enumerate(tops):
+        ax.text(x, y, str(digit), ha="center", va="bottom", fontsize=12)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="weight", pad=0.01)
     fig.suptitle("Weight templates: ink on red pixels raises the class's logit, ink on blue lowers it")
     return fig
 
@@ -87,17 +116,23 @@ def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, count: int) ->
 def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, indices: torch.Tensor
 ) -> Figure:
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=MISTAKES_SIZE, dpi=DPI)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.84, bottom=0.02, hspace=0.55)
-    axes = fig.subplots(*MISTAKES_GRID)
     confidence, preds = probs.max(1)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, i in zip(axes.flat, indices.tolist(), strict=False):
-        ax.imshow(images[i].reshape(28, 28).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
-        ax.set_title(f"true {labels[i]}, said {preds[i]}\n{confidence[i]:.1%}", fontsize=9)
+    mosaic, tops = tiles(images[indices], cols=MISTAKES_GRID[1], gap=(6, 16))
+    ax = tiled_axes(fig, mosaic)
+    ax.imshow(mosaic, cmap=colormaps["gray_r"].with_extremes(bad="white"), vmin=0.0, vmax=1.0)
+    for (x, y), i in zip(tops, indices.tolist(), strict=True):
+        ax.text(
+            x,
+            y,
+            f"true {labels[i]}, said {preds[i]}\n{confidence[i]:.1%}",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     fig.suptitle(f"The {len(indices)} most confident mistakes on the test set")
     return fig
 
