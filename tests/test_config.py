@@ -7,6 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR
+from mnist_logreg.pipeline import build_trainer
 
 GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -44,3 +45,30 @@ def test_user_overrides_reach_the_config(compose_train) -> None:
 def test_data_dir_is_resolved_against_the_launch_directory(compose_train) -> None:
     cfg = compose_train()
     assert cfg.data.data_dir == str(CONF_DIR.parent / "data")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "bar", "checkpoint"),
+    [
+        ((), "TQDMProgressBar", "ResumableCheckpoint"),
+        (
+            ("callbacks.progress_bar=null",),
+            None,
+            "ResumableCheckpoint",
+        ),  # not Lightning's default bar instead
+        (
+            ("callbacks.progress_bar=null", "+trainer.enable_progress_bar=true"),
+            "TQDMProgressBar",
+            "ResumableCheckpoint",
+        ),
+        (
+            ("callbacks.model_checkpoint=null",),
+            "TQDMProgressBar",
+            "ModelCheckpoint",
+        ),  # Lightning's: last epoch
+    ],
+)
+def test_a_callback_set_to_null_is_gone(compose_train, overrides, bar, checkpoint) -> None:
+    trainer = build_trainer(compose_train("trainer.accelerator=cpu", *overrides))
+    assert type(trainer.progress_bar_callback).__name__ == (bar or "NoneType")
+    assert type(trainer.checkpoint_callback).__name__ == checkpoint

@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.checkpoint_loading import check_resume, load_checkpoint
@@ -74,11 +75,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """The Trainer with the config's callbacks and loggers; `callbacks.<name>=null` switches one off."""
+    callbacks = [build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")]
+    options = {}
+    # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.
+    if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
+        options["enable_progress_bar"] = False
     return build(
         "trainer",
         cfg.trainer,
-        callbacks=[build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")],
+        callbacks=callbacks,
         logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
+        **options,
     )
 
 
