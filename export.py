@@ -7,13 +7,15 @@ python export.py ckpt_path=best.ckpt onnx_path=mnist_logreg.onnx
 import hydra
 from omegaconf import DictConfig
 
+from mnist_logreg.collector import imports_frozen
 from mnist_logreg.errors import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from mnist_logreg.onnx_export import export  # imported here so that `--help` does not load torch
+    with imports_frozen():  # imported here so that `--help` does not load torch
+        from mnist_logreg.onnx_export import export
 
     export(cfg)
 

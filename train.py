@@ -11,6 +11,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from mnist_logreg.collector import imports_frozen
 from mnist_logreg.errors import report_user_errors
 
 
@@ -18,7 +19,8 @@ from mnist_logreg.errors import report_user_errors
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric a sweeper optimises (`optimized_metric`, validation accuracy by default)."""
-    from mnist_logreg.pipeline import train  # imported here so that `--help` does not load torch
+    with imports_frozen():  # imported here so that `--help` does not load torch
+        from mnist_logreg.pipeline import train
 
     return train(cfg).get(cfg.optimized_metric)
 

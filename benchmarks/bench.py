@@ -8,6 +8,8 @@ falls on all of them alike; the table shows medians over the rounds and ratios t
   tutorial   benchmarks/tutorial.py: the reference script, per-sample PIL images through a DataLoader
   train.py   `python train.py`: the same settings with validation, test, TensorBoard and checkpoints
   tuned      `python train.py experiment=tuned`, when conf/experiment/tuned.yaml exists
+  bare       `python train.py` with every feature off (no logger, callbacks, checkpoints, progress bar or
+             sanity check; it still validates and tests): what Lightning and Hydra cost on their own
   plain      benchmarks/plain_loop.py: train.py's steps as a bare PyTorch loop, the floor for its fit time
 
 Wall time is the whole process, from launch to exit; fit time is the training loop as each script reports
@@ -29,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+BARE = ("~logger", "~callbacks", "+trainer.enable_checkpointing=false", "+trainer.num_sanity_val_steps=0")
 
 
 def run(command: list[str]) -> tuple[float, int, str]:
@@ -131,6 +134,7 @@ def main() -> None:
     contenders = {"tutorial": tutorial, "train.py": train_py()}
     if (ROOT / "conf" / "experiment" / "tuned.yaml").exists():
         contenders["tuned"] = train_py("experiment=tuned")
+    contenders["bare"] = train_py(*BARE)
     contenders["plain"] = plain
     contenders["startup"] = startup
 
