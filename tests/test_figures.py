@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mnist_logreg.checkpoint_loading import load_checkpoint
-from mnist_logreg.figures import WEIGHTS_CMAP, confident_mistakes, confusion_matrix, render, weight_templates
+from mnist_logreg.figures import (
+    WEIGHTS_CMAP,
+    confident_mistakes,
+    confusion_matrix,
+    mistakes_figure,
+    render,
+    weight_templates,
+)
 
 
 def test_weight_colours_are_symmetric_about_zero() -> None:
@@ -44,6 +52,26 @@ def test_confident_mistakes_are_wrong_and_most_confident_first() -> None:
     labels = torch.tensor([0, 0, 1, 0, 1])
     assert confident_mistakes(probs, labels, 10).tolist() == [4, 1, 3, 2]
     assert confident_mistakes(probs, labels, 2).tolist() == [4, 1]
+
+
+@pytest.mark.parametrize("wrong", [0, 3])
+def test_mistakes_figure_shows_each_mistake_with_its_caption(wrong: int) -> None:
+    labels = torch.arange(10) % 10
+    probs = torch.nn.functional.one_hot(labels, 10).float() * 0.9 + 0.01
+    probs[:wrong] = probs[:wrong].roll(1, dims=1)  # the first `wrong` images are given the next class
+    images = torch.rand(10, 784)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = mistakes_figure(images, labels, probs, confident_mistakes(probs, labels, 24))
+        pixels = render(fig)
+    assert pixels.shape == (480, 1000, 3)
+    captions = [text.get_text() for ax in fig.axes for text in ax.texts]
+    assert captions == [f"true {i}, said {i + 1}\n91.0%" for i in range(wrong)]
+    assert fig.get_suptitle() == (
+        "No mistakes on the test set"
+        if wrong == 0
+        else f"The {wrong} most confident mistakes on the test set"
+    )
 
 
 @pytest.mark.slow

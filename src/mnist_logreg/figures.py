@@ -120,6 +120,9 @@ def mistakes_figure(
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=MISTAKES_SIZE, dpi=DPI)
+    if len(indices) == 0:
+        fig.suptitle("No mistakes on the test set")
+        return fig
     confidence, preds = probs.max(1)
     mosaic, tops = tiles(images[indices], cols=MISTAKES_GRID[1], gap=(6, 16))
     ax = tiled_axes(fig, mosaic)
