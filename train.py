@@ -5,7 +5,6 @@ python train.py optimizer.lr=0.01 trainer.max_epochs=5
 python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
 """
 
-import gc
 import sys
 
 import hydra
@@ -30,6 +29,3 @@ if __name__ == "__main__":
         main()
     except KeyboardInterrupt:  # outside training, with nothing to save (in training: stopping.py)
         sys.exit(130)
-    # The run is over. Spare the exit its final garbage collections over all the objects that torch and
-    # Lightning hold (400,000 and more; about 2 s on 2 cores): nothing is left to free, the process ends here.
-    gc.freeze()
