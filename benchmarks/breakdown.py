@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import io
 import logging
 import statistics
@@ -190,6 +191,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, alternating (default 3)")
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
+    gc.freeze()  # the libraries' objects, out of the collector's scans as the entry points leave them
     logging.disable(logging.WARNING)  # Lightning's notices, once per run
 
     torch.set_num_threads(1)
