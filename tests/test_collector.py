@@ -10,6 +10,20 @@ import textwrap
 from conftest import ROOT
 
 
+def run_python(script: str) -> str:
+    """Run `script` in a fresh interpreter: a freeze lasts for the life of a process."""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def test_imports_frozen_collects_nothing_inside_then_freezes_once() -> None:
     # In a child process: a freeze lasts for the life of the process, and pytest's objects must not be frozen.
     script = textwrap.dedent(
@@ -31,13 +45,25 @@ def test_imports_frozen_collects_nothing_inside_then_freezes_once() -> None:
         print("ok")
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-        timeout=60,
+    assert run_python(script) == "ok"
+
+
+def test_a_failed_import_freezes_nothing_and_leaves_the_collector_on() -> None:
+    script = textwrap.dedent(
+        """
+        import gc
+        from mnist_logreg.collector import imports_frozen
+
+        try:
+            with imports_frozen():
+                import no_such_library_here  # noqa: F401
+        except ImportError:
+            pass
+        assert gc.isenabled() and gc.get_freeze_count() == 0
+        with imports_frozen():  # the next attempt still freezes
+            kept = [[i] for i in range(1000)]
+        assert gc.get_freeze_count() > 1000
+        print("ok")
+        """
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert run_python(script) == "ok"
