@@ -19,6 +19,7 @@ from mnist_logreg.figures import (
     confusion_matrix,
     mistakes_figure,
     render,
+    tiles,
     weight_templates,
 )
 
@@ -27,7 +28,7 @@ def test_weight_colours_are_symmetric_about_zero() -> None:
     import matplotlib
 
     weights = torch.zeros(10, 784)
-    weights[1], weights[2] = 0.5, -0.2  # the limits are +-0.5 whatever the sign of the largest weight
+    weights[1], weights[2], weights[7] = 0.5, -0.2, 0.35  # limits +-0.5, whatever the largest weight's sign
     fig = weight_templates(weights)
     pixels = render(fig)
     assert pixels.shape == (440, 1000, 3)
@@ -35,16 +36,32 @@ def test_weight_colours_are_symmetric_about_zero() -> None:
     (ax, _colorbar) = fig.axes
     captions = {text.get_text(): text.get_position() for text in ax.texts}
 
-    def colour_of_template(digit: int) -> np.ndarray:
+    def colour_at(digit: int, dx: float = 0.0) -> np.ndarray:
         x, y = captions[str(digit)]  # the caption sits on the template's top edge, its middle 14 pixels below
-        col, row = ax.transData.transform((x, y + 14))  # display pixels, origin at the bottom left
+        col, row = ax.transData.transform((x + dx, y + 14))  # display pixels, origin at the bottom left
         return pixels[int(pixels.shape[0] - row), int(col)].astype(int)
 
     cmap = matplotlib.colormaps[WEIGHTS_CMAP]
-    for digit, position in ((0, 0.5), (1, 1.0), (2, 0.3)):  # -0.2 on a -0.5..0.5 scale is 0.3 along it
+    # -0.2 on a -0.5..0.5 scale is 0.3 along it; 7 is on the second row
+    for digit, position in ((0, 0.5), (1, 1.0), (2, 0.3), (7, 0.85)):
         expected = np.round(np.array(cmap(position)[:3]) * 255)
-        assert np.abs(colour_of_template(digit) - expected).max() <= 1, digit
+        assert np.abs(colour_at(digit) - expected).max() <= 1, digit
+    assert colour_at(0, dx=15.5).tolist() == [255, 255, 255]  # the gap between templates 0 and 1 is white
     assert sorted(captions) == [str(digit) for digit in range(10)]
+
+
+def test_tiles_puts_each_image_under_its_caption() -> None:
+    images = torch.rand(7, 784)
+    mosaic, tops = tiles(images, cols=3, gap=(2, 5))
+    assert mosaic.shape == (3 * (5 + 28), 3 * 28 + 2 * 2)
+    # Row r's tiles start 5 + 33 r pixels down, column c's 30 c across; a caption sits on its tile's top edge.
+    assert tops == [(30 * (i % 3) + 13.5, 5 + 33 * (i // 3) - 0.5) for i in range(7)]
+    for image, (x, y) in zip(images, tops, strict=True):
+        top, left = int(y + 0.5), int(x - 13.5)  # data coordinates: pixel centres are whole numbers
+        np.testing.assert_array_equal(mosaic[top : top + 28, left : left + 28], image.reshape(28, 28).numpy())
+        assert np.isnan(mosaic[top - 5 : top, left : left + 28]).all()  # the caption's room is empty
+    assert np.isnan(mosaic).sum() == mosaic.size - 7 * 784  # everything else is gap
+    assert tiles(images[:2], cols=3, gap=(2, 5), rows=3)[0].shape == mosaic.shape
 
 
 def test_confident_mistakes_are_wrong_and_most_confident_first() -> None:
@@ -54,24 +71,36 @@ def test_confident_mistakes_are_wrong_and_most_confident_first() -> None:
     assert confident_mistakes(probs, labels, 2).tolist() == [4, 1]
 
 
-@pytest.mark.parametrize("wrong", [0, 3])
-def test_mistakes_figure_shows_each_mistake_with_its_caption(wrong: int) -> None:
-    labels = torch.arange(10) % 10
-    probs = torch.nn.functional.one_hot(labels, 10).float() * 0.9 + 0.01
-    probs[:wrong] = probs[:wrong].roll(1, dims=1)  # the first `wrong` images are given the next class
-    images = torch.rand(10, 784)
+@pytest.mark.parametrize("wrong", [(), (4, 7, 9)])
+def test_mistakes_figure_shows_each_mistake_over_its_caption(wrong: tuple[int, ...]) -> None:
+    labels = torch.arange(10)
+    probs = torch.full((10, 10), 0.01)
+    probs[labels, labels] = 0.91
+    for i, confidence in zip(wrong, (0.6, 0.8, 0.7), strict=False):  # image i is said to be (i + 1) % 10
+        probs[i] = 0.01
+        probs[i, (i + 1) % 10] = confidence
+    images = (labels.float() / 10).repeat_interleave(784).reshape(10, 784)  # image i: every pixel i / 10
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fig = mistakes_figure(images, labels, probs, confident_mistakes(probs, labels, 24))
         pixels = render(fig)
     assert pixels.shape == (480, 1000, 3)
-    captions = [text.get_text() for ax in fig.axes for text in ax.texts]
-    assert captions == [f"true {i}, said {i + 1}\n91.0%" for i in range(wrong)]
-    assert fig.get_suptitle() == (
-        "No mistakes on the test set"
-        if wrong == 0
-        else f"The {wrong} most confident mistakes on the test set"
-    )
+    if not wrong:
+        assert fig.axes == [] and fig.get_suptitle() == "No mistakes on the test set"
+        return
+    (ax,) = fig.axes
+    mosaic = np.asarray(ax.images[0].get_array())
+    captions = [(text.get_text(), text.get_position()) for text in ax.texts]
+    assert [text for text, _ in captions] == [  # most confident first
+        "true 7, said 8\n80.0%",
+        "true 9, said 0\n70.0%",
+        "true 4, said 5\n60.0%",
+    ]
+    for text, (x, y) in captions:
+        true = int(text.split(",")[0].removeprefix("true "))
+        tile = mosaic[int(y + 0.5) : int(y + 0.5) + 28, int(x - 13.5) : int(x - 13.5) + 28]
+        np.testing.assert_allclose(tile, true / 10, atol=1e-6)
+    assert fig.get_suptitle() == "The 3 most confident mistakes on the test set"
 
 
 @pytest.mark.slow

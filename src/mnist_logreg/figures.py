@@ -38,16 +38,17 @@ WEIGHTS_CMAP = "RdBu_r"  # diverging: zero is the map's centre, positive weights
 
 
 def tiles(
-    images: torch.Tensor, cols: int, gap: tuple[int, int]
+    images: torch.Tensor, cols: int, gap: tuple[int, int], rows: int | None = None
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """28x28 images laid out row by row in one array, NaN around them, and where each one's caption goes.
 
     Each row of tiles has `gap[1]` empty pixels above it for captions; tiles are `gap[0]` pixels apart.
+    `rows` fixes the array's height (so that a few images are drawn as large as a full grid's).
 
     One image on one Axes: matplotlib spends more on an Axes (its spines, ticks and layout) than on drawing
     a 28x28 image, so a grid of small Axes costs several times as much as the same grid as one image.
     """
-    rows = math.ceil(len(images) / cols)
+    rows = rows or math.ceil(len(images) / cols)
     gap_x, gap_y = gap
     mosaic = np.full((rows * (28 + gap_y), cols * (28 + gap_x) - gap_x), np.nan, dtype=np.float32)
     tops = []
@@ -124,9 +125,12 @@ def mistakes_figure(
         fig.suptitle("No mistakes on the test set")
         return fig
     confidence, preds = probs.max(1)
-    mosaic, tops = tiles(images[indices], cols=MISTAKES_GRID[1], gap=(6, 16))
+    rows, cols = MISTAKES_GRID
+    indices = indices[: rows * cols]
+    mosaic, tops = tiles(images[indices], cols=cols, gap=(6, 16), rows=rows)
     ax = tiled_axes(fig, mosaic)
-    ax.imshow(mosaic, cmap=colormaps["gray_r"].with_extremes(bad="white"), vmin=0.0, vmax=1.0)
+    gray = colormaps["gray_r"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=gray, vmin=0.0, vmax=1.0, interpolation="nearest")
     for (x, y), i in zip(tops, indices.tolist(), strict=True):
         ax.text(
             x,
