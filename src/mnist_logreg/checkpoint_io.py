@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from mnist_logreg.records import replaced_atomically
+
 log = logging.getLogger(__name__)
 
 
@@ -33,17 +35,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if storage_options is not None or "://" in str(path):  # remote storage: Lightning's writer knows it
             super().save_checkpoint(checkpoint, path, storage_options)
             return
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with replaced_atomically(Path(path)) as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the checkpoint
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -68,11 +63,9 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def _save_last_unless_saved(self, trainer: L.Trainer, at_epoch_end: bool) -> None:
         # At the moments Lightning itself saves: after validation, or at epoch ends in runs without one.
-        if (
-            self.save_last
-            and not self._should_skip_saving_checkpoint(trainer)
-            and self._should_save_on_train_epoch_end(trainer) == at_epoch_end
-            and self._last_global_step_saved != trainer.global_step
+        # Lightning's own checks skip a step already saved, and `_save_last_checkpoint` honours `save_last`.
+        if not self._should_skip_saving_checkpoint(trainer) and (
+            self._should_save_on_train_epoch_end(trainer) == at_epoch_end
         ):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
@@ -98,10 +91,8 @@ class ResumableCheckpoint(ModelCheckpoint):
         moved = {}
         for old in old_paths:
             new = Path(self.dirpath) / Path(old).name
-            new.parent.mkdir(parents=True, exist_ok=True)
-            tmp = new.with_name(f".{new.name}.tmp")
-            shutil.copyfile(old, tmp)
-            os.replace(tmp, new)
+            with replaced_atomically(new) as tmp:
+                shutil.copyfile(old, tmp)
             moved[old] = str(new)
         return {
             **state,

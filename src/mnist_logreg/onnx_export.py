@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import warnings
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +19,7 @@ from omegaconf import DictConfig
 from mnist_logreg.checkpoint_loading import load_checkpoint
 from mnist_logreg.errors import UserError
 from mnist_logreg.model import LogisticRegression
+from mnist_logreg.records import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,7 @@ def export(cfg: DictConfig) -> Path:
     images, labels = datamodule.splits["test"]
 
     path = Path(cfg.onnx_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with replaced_atomically(path) as tmp:
         export_onnx(model, tmp)
         differing, max_diff, logits = compare_with_torch(model, tmp, images)
         if differing or not max_diff <= cfg.atol:  # `not <=`: a NaN logit fails too
@@ -91,9 +89,6 @@ def export(cfg: DictConfig) -> Path:
                 f"the ONNX model disagrees with PyTorch on the {len(labels)} test images ({differing} "
                 f"predictions differ, max logit difference {max_diff:.2e} > atol={cfg.atol}); nothing written"
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     accuracy = float((torch.from_numpy(logits).argmax(1) == labels).float().mean())
     log.info(
         "Wrote %s: on the %d test images onnxruntime gives PyTorch's predictions (max logit difference "

@@ -96,7 +96,6 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     model, _ = load_checkpoint(cfg.get("ckpt_path"))
     rows = predict_files(model, files)
     output = Path(cfg.paths.output_dir) / "predictions.csv"
-    output.parent.mkdir(parents=True, exist_ok=True)
     write_csv(output, rows)
     log.info("Predictions (%s):\n%s", output, format_table(rows))
     failed = sum(1 for row in rows if row.error)

@@ -30,6 +30,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.errors import one_line
+
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
@@ -98,8 +100,9 @@ class OptunaSweeper(Sweeper):
                 try:
                     self.validate_batch_is_legal([overrides])
                 except Exception as error:  # e.g. momentum drawn for optimizer=adam, which has none
-                    reason = " ".join(str(error).split())
-                    log.warning("Trial %d cannot be composed, told as failed: %s", trial.number, reason)
+                    log.warning(
+                        "Trial %d cannot be composed, told as failed: %s", trial.number, one_line(error)
+                    )
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
                 trials.append(trial)
