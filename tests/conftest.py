@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,21 +21,38 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
+def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    """A config as an entry point composes it, with its outputs in `output_dir`."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    # `${hydra:...}` interpolations read the HydraConfig that a real run sets.
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(output_dir)
+        cfg.hydra.runtime.cwd = str(ROOT)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """Run an entry point (`train.py`, `eval.py`, ...) as a user would, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 @pytest.fixture
 def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
     """Compose `conf/train.yaml` with overrides; outputs go to `tmp_path/run`, data is the shipped MNIST."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-            cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
-        # `${hydra:...}` interpolations read the HydraConfig that a real run sets.
-        with open_dict(cfg):
-            cfg.hydra.runtime.output_dir = str(tmp_path / "run")
-            cfg.hydra.runtime.cwd = str(ROOT)
-        HydraConfig.instance().set_config(cfg)
-        with open_dict(cfg):
-            del cfg["hydra"]
-        return cfg
+        return compose_config(list(overrides), tmp_path / "run", config_name)
 
     return _compose
 
@@ -90,13 +110,5 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "trainer.accelerator=cpu",
         "callbacks.progress_bar.refresh_rate=0",
     ]
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    train(cfg)
+    train(compose_config(overrides, output_dir))
     return output_dir

@@ -6,9 +6,6 @@ import copy
 import csv
 import json
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from mnist_logreg import onnx_export
 from mnist_logreg.checkpoint_loading import CheckpointError, load_checkpoint
 from mnist_logreg.errors import UserError
@@ -25,18 +22,6 @@ from mnist_logreg.pipeline import evaluate
 from mnist_logreg.prediction import predict
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
-
-
-def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

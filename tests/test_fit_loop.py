@@ -14,7 +14,6 @@ from lightning.pytorch.loggers import CSVLogger
 from conftest import ROOT
 from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.model import LogisticRegression
-from mnist_logreg.pipeline import train
 
 
 def fit_plain(*args, **kwargs) -> dict:
@@ -52,23 +51,3 @@ def test_same_weights_and_logged_losses_as_a_plain_loop(tiny_mnist: Path, tmp_pa
     logged = {int(row["step"]): float(row["train/loss"]) for row in rows}
     assert sorted(logged) == [2, 5, 8, 11, 14, 17]
     assert all(loss == float(plain["losses"][step]) for step, loss in logged.items())
-
-
-def test_same_seed_same_result_other_seed_other_result(compose_train, tiny_mnist: Path, tmp_path) -> None:
-    def run(name: str, *overrides: str) -> dict:
-        cfg = compose_train(
-            f"paths.output_dir={tmp_path / name}",
-            f"data.data_dir={tiny_mnist}",
-            "data.val_size=100",
-            "data.batch_size=50",
-            "optimizer.lr=0.1",
-            "trainer.max_epochs=2",
-            "trainer.accelerator=cpu",
-            "callbacks.progress_bar.refresh_rate=0",
-            *overrides,
-        )
-        return train(cfg)
-
-    first, again, other = run("first"), run("again"), run("other", "seed=1")
-    assert first["test/loss"] == again["test/loss"] and first["val/acc"] == again["val/acc"]
-    assert other["test/loss"] != first["test/loss"]

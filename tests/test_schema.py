@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from conftest import ROOT
+from conftest import run_script
 from mnist_logreg.errors import UserError
 from mnist_logreg.pipeline import train
 
@@ -73,19 +70,7 @@ def test_a_mistyped_existing_key_is_hydras_error(compose_train) -> None:
 
 @pytest.mark.slow
 def test_command_line_shows_one_line_and_exits_2(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "+optimizer.momentun=0.9",
-            f"hydra.run.dir={tmp_path / 'run'}",
-        ],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_script("train.py", "+optimizer.momentun=0.9", f"hydra.run.dir={tmp_path / 'run'}")
     output = result.stdout + result.stderr
     assert result.returncode == 2
     assert "Traceback" not in output

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT
+from conftest import run_script
 from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.pipeline import train
@@ -21,22 +18,14 @@ from mnist_logreg.pipeline import train
 pytestmark = pytest.mark.slow
 
 
-def run_train(*overrides: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), *overrides],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run_train(
-        "optimizer.lr=0.1", "trainer.max_epochs=2", "+trainer.limit_train_batches=100", f"hydra.run.dir={out}"
+    result = run_script(
+        "train.py",
+        "optimizer.lr=0.1",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=100",
+        f"hydra.run.dir={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -67,7 +56,7 @@ def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) 
 
 def test_tutorial_defaults_reach_about_82_percent(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run_train(f"hydra.run.dir={out}")
+    result = run_script("train.py", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.80 <= metrics["test/acc"] <= 0.86
