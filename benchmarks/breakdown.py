@@ -51,7 +51,7 @@ class AutomaticOptimisation(LogisticRegression):
         logits = self(images)
         loss = self.loss(logits, labels)
         if self._loggers_write_this_step():
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss)
         self.train_correct += (logits.argmax(1) == labels).sum()
         self.train_seen += len(labels)
         return loss
@@ -76,7 +76,7 @@ class MetricUpdateEveryStep(LogisticRegression):
         logits = self(images)
         loss = self.loss(logits, labels)
         if self._loggers_write_this_step():
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss)
         self.train_acc.update(logits, labels)
         optimizer = self.optimizers()
         optimizer.zero_grad()

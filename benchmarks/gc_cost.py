@@ -1,5 +1,6 @@
 """What Python's garbage collector costs a run, with the libraries frozen at import (as the entry points do)
-and without: collections and their time during the imports and during a `python train.py` fit.
+and without: collections and their time during the imports and during the run that follows
+(`mnist_logreg.pipeline.train`: fit, test, figures, as `python train.py` runs them).
 
     python benchmarks/gc_cost.py [--rounds 2]
 
@@ -66,7 +67,7 @@ def child(frozen: bool) -> None:
     spent.update(gc_s=0.0, collections=0, full=0)
     with tempfile.TemporaryDirectory(prefix="gc-cost-") as tmp, contextlib.redirect_stdout(io.StringIO()):
         metrics = train(compose_run(["callbacks.progress_bar.refresh_rate=0"], tmp))
-    result.update({"fit_s": metrics["fit_time_s"], **{f"fit_{k}": v for k, v in spent.items()}})
+    result.update({"fit_s": metrics["fit_time_s"], **{f"run_{k}": v for k, v in spent.items()}})
     gc.unfreeze()
     result["unreachable_at_end"] = gc.collect()  # frozen: includes what the freeze kept from being collected
     print(json.dumps(result))

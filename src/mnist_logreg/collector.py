@@ -2,7 +2,7 @@
 
 Importing torch, torchvision, Lightning and Hydra leaves about 680,000 objects (modules, functions, classes)
 that live as long as the process, and the collector scans all of them at every full collection: six during
-the imports and one during a fit, 0.58 s and 0.20 s on 2 cores (`python benchmarks/gc_cost.py`).
+the imports and one during the training run, 0.58 s and 0.20 s on 2 cores (`python benchmarks/gc_cost.py`).
 `gc.freeze()` moves what is alive into a generation that the collector never scans; reference counting still
 frees whatever is released. The price: cycles that were already unreachable at the freeze are never
 collected, about 14,000 objects once per process (the imports' leftovers; in a sweep, the first job's config).
