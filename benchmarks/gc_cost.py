@@ -2,7 +2,7 @@
 and without: collections and their time during the imports and during the run that follows
 (`mnist_logreg.pipeline.train`: fit, test, figures, as `python train.py` runs them).
 
-    python benchmarks/gc_cost.py [--rounds 2]
+    python benchmarks/gc_cost.py [--rounds 3]
 
 Each measurement is a fresh process. Also prints the objects frozen, and the unreachable objects found at the
 end once unfrozen: with the freeze, these include what it kept from ever being collected.
@@ -75,7 +75,7 @@ def child(frozen: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=2, help="fresh processes of each, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes of each, alternating")
     parser.add_argument("--child", choices=["frozen", "plain"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
