@@ -19,6 +19,17 @@ def prepared(data_dir: Path, **kwargs) -> MNISTDataModule:
     return dm
 
 
+def test_each_stage_reads_only_the_splits_it_uses(tiny_mnist: Path) -> None:
+    dm = MNISTDataModule(data_dir=str(tiny_mnist), val_size=100)
+    dm.prepare_data()
+    dm.setup("test")  # eval.py, export.py: no training images read
+    assert set(dm.splits) == {"test"}
+    test_x = dm.splits["test"][0]
+    dm.setup("fit")
+    assert set(dm.splits) == {"train", "val", "test"} and dm.splits["test"][0] is test_x  # read once
+    assert torch.equal(dm.splits["val"][0], prepared(tiny_mnist, val_size=100).splits["val"][0])
+
+
 def test_splits_shapes_and_scale(tiny_mnist: Path) -> None:
     dm = prepared(tiny_mnist, val_size=100)
     (train_x, train_y), (val_x, _), (test_x, test_y) = (dm.splits[s] for s in ("train", "val", "test"))

@@ -223,23 +223,24 @@ class MNISTDataModule(L.LightningDataModule):
         write_json(self._stamp_path, self._extraction_stamp())
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        train = MNIST(str(self.data_dir), train=True)
-        test = MNIST(str(self.data_dir), train=False)
-        if self.val_size >= len(train.targets):
-            raise UserError(
-                f"data.val_size={self.val_size} leaves no training data: "
-                f"it must be below the {len(train.targets)} training images."
-            )
-        order = torch.randperm(len(train.targets), generator=torch.Generator().manual_seed(self.split_seed))
-        val_idx, train_idx = order[: self.val_size], order[self.val_size :]
-        # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
-        self.splits = {
-            "train": _as_tensors(train.data[train_idx], train.targets[train_idx]),
-            "val": _as_tensors(train.data[val_idx], train.targets[val_idx]),
-            "test": _as_tensors(test.data, test.targets),
-        }
+        """Read the splits that `stage` uses (all three without one), each once: testing a checkpoint
+        does not read the 60,000 training images."""
+        if stage in (None, "fit", "validate") and "train" not in self.splits:
+            train = MNIST(str(self.data_dir), train=True)
+            if self.val_size >= len(train.targets):
+                raise UserError(
+                    f"data.val_size={self.val_size} leaves no training data: "
+                    f"it must be below the {len(train.targets)} training images."
+                )
+            generator = torch.Generator().manual_seed(self.split_seed)
+            order = torch.randperm(len(train.targets), generator=generator)
+            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
+            self.splits["train"] = _as_tensors(train.data[train_idx], train.targets[train_idx])
+            self.splits["val"] = _as_tensors(train.data[val_idx], train.targets[val_idx])
+        if stage in (None, "test", "predict") and "test" not in self.splits:
+            test = MNIST(str(self.data_dir), train=False)
+            self.splits["test"] = _as_tensors(test.data, test.targets)
 
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         images, labels = self.splits[split]
