@@ -118,12 +118,11 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
     ) -> None:
         super().__init__()
-        _check_count("batch_size", batch_size)
-        _check_count("eval_batch_size", eval_batch_size)
-        _check_count("val_size", val_size, why=" (the validation split picks the best checkpoint)")
-        for name, seed in (("split_seed", split_seed), ("shuffle_seed", shuffle_seed)):
-            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-                raise UserError(f"data.{name}={seed!r} is invalid: it must be a whole number >= 0.")
+        _check_whole("batch_size", batch_size)
+        _check_whole("eval_batch_size", eval_batch_size)
+        _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
+        _check_whole("split_seed", split_seed, minimum=0)
+        _check_whole("shuffle_seed", shuffle_seed, minimum=0)
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -263,9 +262,9 @@ class MNISTDataModule(L.LightningDataModule):
         return self._batches("test", self.eval_batch_size)
 
 
-def _check_count(name: str, value: object, why: str = "") -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise UserError(f"data.{name}={value!r} is invalid: it must be a whole number >= 1{why}.")
+def _check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UserError(f"data.{name}={value!r} is invalid: it must be a whole number >= {minimum}{why}.")
 
 
 def _as_tensors(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

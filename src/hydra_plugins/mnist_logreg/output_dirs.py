@@ -23,9 +23,10 @@ from omegaconf import OmegaConf
 def claim_unique_dir(path: str) -> str:
     """Create `path`, or `path_1`, `path_2`, ... if it exists; return the one created."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if (
-        int(os.environ.get("RANK", "0")) > 0
-    ):  # a DDP rank started by torchrun: rank 0's directory is the run's
+    if int(os.environ.get("RANK", "0")) > 0:
+        # A DDP rank started by torchrun, which cannot ask rank 0 what it claimed: it takes `path` itself,
+        # which is rank 0's when rank 0 claims it first and no other run took that name in the same second.
+        # For certainty, give torchrun runs an explicit `hydra.run.dir`.
         Path(path).mkdir(exist_ok=True)
         return path
     candidate, suffix = path, 0
