@@ -7,15 +7,13 @@ python eval.py ckpt_path=best.ckpt paths.data_dir=/data   # a checkpoint from an
 import hydra
 from omegaconf import DictConfig
 
-from mnist_logreg.collector import imports_frozen
 from mnist_logreg.errors import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    with imports_frozen():  # imported here so that `--help` does not load torch
-        from mnist_logreg.pipeline import evaluate
+    from mnist_logreg.evaluation import evaluate  # here, not at the top: `--help` needs no torch
 
     evaluate(cfg)
 

@@ -8,15 +8,13 @@ python predict.py ckpt_path=best.ckpt 'images=scans/**/*.png'   # quote a glob
 import hydra
 from omegaconf import DictConfig
 
-from mnist_logreg.collector import imports_frozen
 from mnist_logreg.errors import report_user_errors
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    with imports_frozen():  # imported here so that `--help` does not load torch
-        from mnist_logreg.prediction import predict
+    from mnist_logreg.prediction import predict  # here, not at the top: `--help` needs no torch
 
     predict(cfg)
 

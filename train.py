@@ -10,7 +10,6 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from mnist_logreg.collector import imports_frozen
 from mnist_logreg.errors import report_user_errors
 
 
@@ -18,8 +17,7 @@ from mnist_logreg.errors import report_user_errors
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric a sweeper optimises (`optimized_metric`, validation accuracy by default)."""
-    with imports_frozen():  # imported here so that `--help` does not load torch
-        from mnist_logreg.pipeline import train
+    from mnist_logreg.training import train  # here, not at the top: `--help` needs no torch
 
     return train(cfg).get(cfg.optimized_metric)
 
@@ -27,5 +25,5 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     try:
         main()
-    except KeyboardInterrupt:  # outside training, with nothing to save (in training: stopping.py)
+    except KeyboardInterrupt:  # outside training, with nothing to save (in training: callbacks/stopping.py)
         sys.exit(130)

@@ -12,9 +12,9 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mnist_logreg.checkpoint_io import AtomicCheckpointIO, ResumableCheckpoint
-from mnist_logreg.checkpoint_loading import CheckpointError
-from mnist_logreg.pipeline import train
+from mnist_logreg.checkpoints import AtomicCheckpointIO, CheckpointError
+from mnist_logreg.resume import ResumableCheckpoint
+from mnist_logreg.training import train
 
 TINY = (
     "data.val_size=100",

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR
-from mnist_logreg.pipeline import build_trainer
+from mnist_logreg.training import build_trainer
 
 GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
@@ -58,7 +58,7 @@ def test_data_dir_is_resolved_against_the_launch_directory(compose_train) -> Non
         ),  # not Lightning's default bar instead
         (
             ("callbacks.progress_bar=null", "+trainer.enable_progress_bar=true"),
-            "TQDMProgressBar",
+            "RichProgressBar",  # Lightning's own default where `rich` is installed
             "ResumableCheckpoint",
         ),
         (

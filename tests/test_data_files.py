@@ -10,7 +10,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from mnist_logreg.data import DataError, MNISTDataModule
-from mnist_logreg.pipeline import train
+from mnist_logreg.training import train
 
 RAW = Path("MNIST") / "raw"
 

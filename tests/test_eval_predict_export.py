@@ -15,10 +15,10 @@ from PIL import Image, ImageOps
 
 from conftest import ROOT, run_script
 from mnist_logreg import onnx_export
-from mnist_logreg.checkpoint_loading import CheckpointError, load_checkpoint
+from mnist_logreg.checkpoints import CheckpointError, load_checkpoint
 from mnist_logreg.errors import UserError
+from mnist_logreg.evaluation import evaluate
 from mnist_logreg.onnx_export import ExportError, export, require
-from mnist_logreg.pipeline import evaluate
 from mnist_logreg.prediction import predict
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"

@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_logreg.checkpoint_loading import load_checkpoint
-from mnist_logreg.figures import (
+from mnist_logreg.callbacks.figures import (
     WEIGHTS_CMAP,
     confident_mistakes,
     confusion_matrix,
@@ -22,6 +21,7 @@ from mnist_logreg.figures import (
     tiles,
     weight_templates,
 )
+from mnist_logreg.checkpoints import load_checkpoint
 
 
 def test_weight_colours_are_symmetric_about_zero() -> None:

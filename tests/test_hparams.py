@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import metadata
 
 from mnist_logreg.hparams import flatten_config
-from mnist_logreg.pipeline import train
+from mnist_logreg.training import train
 
 
 def read_events(run_dir: Path) -> EventAccumulator:

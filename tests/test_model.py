@@ -53,7 +53,11 @@ def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Pat
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)  # the default of torch >= 2.6, made explicit
-    assert checkpoint["hyper_parameters"] == {"input_size": 784, "num_classes": 10}
+    assert checkpoint["hyper_parameters"] == {
+        "scheduler_interval": "epoch",
+        "input_size": 784,
+        "num_classes": 10,
+    }
     loaded = LogisticRegression.load_from_checkpoint(path)
     images = torch.rand(5, 784)
     assert torch.equal(loaded(images), model(images))

@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoint_loading import load_checkpoint
+from mnist_logreg.checkpoints import load_checkpoint
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
 
 

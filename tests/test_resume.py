@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from mnist_logreg.pipeline import train
+from mnist_logreg.training import train
 
 WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
 # 500 training images in batches of 50: 10 steps an epoch, a validation (and checkpoints) every 5 steps.
@@ -53,6 +53,14 @@ class CtrlCAt(CrashAt):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class TermAt(CrashAt):
+    """Sends this process a real SIGTERM during a step, as `kill`, `docker stop` or SLURM would."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +103,7 @@ INTERRUPTIONS = [
     ("CrashAt", 12, 10),  # killed after the checkpoint at the end of epoch 0
     ("CrashAt", 17, 15),  # killed after a checkpoint in the middle of epoch 1
     ("CtrlCAt", 7, 8),  # Ctrl-C in epoch 0: saved at the end of the step it landed in
+    ("TermAt", 13, 14),  # SIGTERM in epoch 1: the same
 ]
 
 
@@ -107,7 +116,9 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(
         with pytest.raises(Crash if stopper == "CrashAt" else SystemExit) as stopped:
             run_tiny(name, f"+callbacks.stop._target_=test_resume.{stopper}", f"+callbacks.stop.step={step}")
         if stopper == "CtrlCAt":
-            assert stopped.value.code == 1 and f"Interrupted at step {saved_at}" in caplog.text
+            assert stopped.value.code == 1 and f"Ctrl-C: stopped at step {saved_at}" in caplog.text
+        if stopper == "TermAt":
+            assert stopped.value.code == 143 and f"SIGTERM: stopped at step {saved_at}" in caplog.text
         assert not (tmp_path / name / "metrics.json").exists()
         last = tmp_path / name / "checkpoints" / "last.ckpt"
         assert torch.load(last, weights_only=True)["global_step"] == saved_at, name
@@ -129,9 +140,17 @@ def start_train(*overrides: str, log: Path) -> subprocess.Popen:
     )
 
 
+def wait_for(path: Path, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 240
+    while not path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
-    # Real MNIST, 2 epochs of 100 steps, a validation and checkpoints every 50 steps.
+def test_killed_or_terminated_then_resumed_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
+    """Real MNIST, 2 epochs of 100 steps, a validation and checkpoints every 50 steps. One run is killed
+    (SIGKILL) and resumed from its last.ckpt in a new directory; one is terminated (SIGTERM) and started
+    again with the same command, `ckpt_path=auto` and the same run directory."""
     common = (
         "optimizer.lr=0.1",
         "trainer.max_epochs=2",
@@ -140,25 +159,41 @@ def test_sigkill_then_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> 
         "trainer.accelerator=cpu",
         "callbacks.progress_bar.refresh_rate=0",
     )
-    whole, killed, resumed = (tmp_path / name for name in ("whole", "killed", "resumed"))
+    whole, killed, resumed, termed = (tmp_path / name for name in ("whole", "killed", "resumed", "termed"))
     uninterrupted = start_train(*common, f"hydra.run.dir={whole}", log=tmp_path / "whole.txt")
-    victim = start_train(*common, f"hydra.run.dir={killed}", log=tmp_path / "killed.txt")
-    last = killed / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 240
-    while not last.exists() and victim.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    assert 50 <= torch.load(last, weights_only=True)["global_step"] < 200
+    auto = (*common, "ckpt_path=auto", f"hydra.run.dir={termed}")
+    victims = {
+        signal.SIGKILL: start_train(*common, f"hydra.run.dir={killed}", log=tmp_path / "killed.txt"),
+        signal.SIGTERM: start_train(*auto, log=tmp_path / "termed.txt"),
+    }
+    for (signum, victim), run in zip(victims.items(), (killed, termed), strict=True):
+        wait_for(run / "checkpoints" / "last.ckpt", victim)
+        victim.send_signal(signum)
+    assert victims[signal.SIGKILL].wait(timeout=120) == -signal.SIGKILL
+    assert victims[signal.SIGTERM].wait(timeout=120) == 143
+    for run in (killed, termed):
+        assert not (run / "metrics.json").exists(), f"{run.name} finished before the signal reached it"
+    steps = {
+        run: torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        for run in (killed, termed)
+    }
+    assert all(50 <= step < 200 for step in steps.values()), steps
+    last = termed / "checkpoints" / "last.ckpt"
+    console = (tmp_path / "termed.txt").read_text()
+    assert f"SIGTERM: stopped at step {steps[termed]} and saved {last}; to finish the run: python" in console
 
     resume = start_train(
-        *common, f"ckpt_path={last}", f"hydra.run.dir={resumed}", log=tmp_path / "resumed.txt"
+        *common,
+        f"ckpt_path={killed / 'checkpoints' / 'last.ckpt'}",
+        f"hydra.run.dir={resumed}",
+        log=tmp_path / "resumed.txt",
     )
-    assert resume.wait(timeout=300) == 0, (tmp_path / "resumed.txt").read_text()[-3000:]
-    assert uninterrupted.wait(timeout=300) == 0, (tmp_path / "whole.txt").read_text()[-3000:]
+    again = start_train(*auto, log=tmp_path / "again.txt")
+    for process, log in ((resume, "resumed.txt"), (again, "again.txt"), (uninterrupted, "whole.txt")):
+        assert process.wait(timeout=300) == 0, (tmp_path / log).read_text()[-3000:]
+    assert f"ckpt_path=auto: resuming from {last}" in (tmp_path / "again.txt").read_text()
     expected = json.loads((whole / "metrics.json").read_text())
-    got = json.loads((resumed / "metrics.json").read_text())
-    assert numbers(got) == numbers(expected)
     assert expected["steps"] == 200 and expected["val/acc"] > 0.8
-    assert same_weights(final_weights(resumed), final_weights(whole))
+    for run in (resumed, termed):
+        assert numbers(json.loads((run / "metrics.json").read_text())) == numbers(expected), run.name
+        assert same_weights(final_weights(run), final_weights(whole)), run.name

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 
 from conftest import run_script
 from mnist_logreg.errors import UserError
-from mnist_logreg.pipeline import train
+from mnist_logreg.training import train
 
 REFUSED = [
     (["optimizer.lr=-0.1"], r"^optimizer\.lr=-0\.1 is invalid: it must be a positive number"),

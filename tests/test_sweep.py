@@ -8,7 +8,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,9 @@ from hydra.errors import InstantiationException
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from hydra_plugins.mnist_logreg import output_dirs
-from hydra_plugins.mnist_logreg.output_dirs import claim_unique_dir
 from mnist_logreg.errors import UserError, report_user_errors
-from mnist_logreg.pipeline import train
 from mnist_logreg.sweep import NOT_FINISHED, SweepSummary
+from mnist_logreg.training import train
 
 SHORT = ("trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0")
 
@@ -148,18 +145,16 @@ def test_a_user_error_wrapped_by_instantiate_is_still_one_line(compose_train, ca
     assert caplog.messages == ["data.batch_size=0 is invalid: it must be a whole number >= 1."]
 
 
-def test_unique_dirs_never_collide(tmp_path: Path) -> None:
-    base = str(tmp_path / "sweeps" / "2026-01-01_12-00-00")
-    claimed: list[str] = []
-    threads = [threading.Thread(target=lambda: claimed.append(claim_unique_dir(base))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(claimed) == sorted([base] + [f"{base}_{i}" for i in range(1, 8)])
-    # A config resolves it once: every reader (and every job's copy of the config) sees the same directory.
-    cfg = OmegaConf.create({"dir": "${unique_dir:" + base + "}"})
-    assert cfg.dir == f"{base}_8" and cfg.dir == f"{base}_8"
+def test_runs_started_together_get_their_own_directories() -> None:
+    """Run directories are named to the microsecond: runs started side by side never share one."""
+    command = [sys.executable, str(ROOT / "train.py"), "--cfg", "hydra", "-p", "hydra.run.dir"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    dirs = [process.communicate(timeout=60)[0].strip() for process in processes]
+    assert all(d.startswith("logs/runs/") for d in dirs), dirs
+    assert len(set(dirs)) == 4, dirs
 
 
 def run_sweep(*overrides: str) -> subprocess.CompletedProcess:
@@ -225,20 +220,3 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
 def test_the_tuned_experiment_reaches_92_6_percent(compose_train) -> None:
     metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
-
-
-def test_claimed_dirs_left_empty_are_removed_at_exit(tmp_path: Path) -> None:
-    used = claim_unique_dir(str(tmp_path / "runs" / "2026-01-01_12-00-00"))
-    unused = claim_unique_dir(str(tmp_path / "runs" / "2026-01-01_12-00-00"))
-    (Path(used) / "train.log").write_text("a run wrote here\n")
-    output_dirs._remove_unused_claims()  # what runs when the process exits
-    assert Path(used).is_dir() and not Path(unused).exists()
-
-
-def test_a_torchrun_rank_above_zero_uses_rank_zeros_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    base = str(tmp_path / "runs" / "2026-01-01_12-00-00")
-    assert claim_unique_dir(base) == base  # rank 0 (or no torchrun) claims it
-    monkeypatch.setenv("RANK", "1")
-    assert claim_unique_dir(base) == base  # rank 1 joins it instead of claiming base_1

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import run_script
 from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.model import LogisticRegression
-from mnist_logreg.pipeline import train
+from mnist_logreg.training import train
 
 pytestmark = pytest.mark.slow
 

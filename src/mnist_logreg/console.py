@@ -20,6 +20,9 @@ def quiet_libraries() -> None:
     )
     # Lightning 2.6 calls an API that torch >= 2.10 marks deprecated; nothing a user can act on.
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # A run resumed into a new directory: `last.ckpt`'s callback has nothing to carry over (it writes a new
+    # one at the next validation); `ResumableCheckpoint` carries the best one over itself.
+    warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
 
 
 def format_results(metrics: dict[str, Any]) -> str:

@@ -70,15 +70,20 @@ def find_user_error(error: BaseException) -> UserError | None:
 
 
 def record_failure(error: Exception) -> None:
-    """Write this job's `metrics.json` with status failed and the reason in one line.
-
-    Written whole or not at all, like a finished run's: only `status: completed` means finished.
-    """
+    """Write this job's `metrics.json` with status failed and the reason in one line."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if not isinstance(error, UserError):
         reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
+    record_status("failed", reason)
+
+
+def record_status(status: str, reason: str) -> None:
+    """A sweep job's `metrics.json` for a job that did not finish: its status and why, for the sweep summary.
+
+    Written whole or not at all, like a finished run's: only `status: completed` means finished.
+    """
     write_json(
-        Path(HydraConfig.get().runtime.output_dir) / "metrics.json", {"status": "failed", "error": reason}
+        Path(HydraConfig.get().runtime.output_dir) / "metrics.json", {"status": status, "error": reason}
     )
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -10,37 +12,37 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
 class LogisticRegression(L.LightningModule):
     """`nn.Linear(784, 10)` trained with `CrossEntropyLoss`, which applies the softmax itself.
 
-    `optimizer` is a factory (Hydra's `_partial_: true`) that this module calls with its own parameters.
-    It is left out of the saved hyperparameters so that checkpoints hold plain values only and load under
-    `torch.load(weights_only=True)`; a checkpoint loaded for evaluation needs no optimizer.
-
-    A training step is so small (a 100 x 784 by 784 x 10 product) that Lightning's bookkeeping around it
-    costs more than the arithmetic, so `training_step` keeps to the tutorial's own three lines
-    (`zero_grad`, `backward`, `step`: manual optimisation, without automatic optimisation's closure and
-    hooks), counts its correct predictions with two tensor operations, and calls `self.log` only on the
-    steps the loggers write. README.md, "Performance", has the measurements. Manual optimisation means
-    that Trainer flags which act on the optimiser step (`gradient_clip_val`, `accumulate_grad_batches`)
-    do not apply; Lightning refuses them with an error.
+    `optimizer` and `scheduler` are factories (Hydra's `_partial_: true`) that this module calls with its own
+    parameters and optimizer, in `configure_optimizers`, the way Lightning expects: Lightning then steps the
+    scheduler (every `scheduler_interval`), and its gradient clipping, gradient accumulation and learning-rate
+    finder work on this module as on any other. The factories are left out of the saved hyperparameters, so
+    that checkpoints hold plain values only and load under `torch.load(weights_only=True)`.
     """
 
     def __init__(
         self,
         optimizer: OptimizerFactory | None = None,
+        scheduler: SchedulerFactory | None = None,
+        scheduler_interval: Literal["step", "epoch"] = "epoch",
         input_size: int = 784,
         num_classes: int = 10,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"], logger=False)
-        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.scheduler_interval = scheduler_interval
         self.linear = nn.Linear(input_size, num_classes)
         self.loss = nn.CrossEntropyLoss()
-        # The training epoch's correct predictions, kept on the model's device: adding to it needs no sync.
+        # The training epoch's correct predictions, counted on the model's device: adding to a tensor needs
+        # no device sync, and the count is logged once per epoch (a metric object's `update` per step would
+        # cost more than this model's whole step; docs/performance.md).
         self.register_buffer("train_correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_seen = 0
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -54,28 +56,25 @@ class LogisticRegression(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        # Not on the progress bar: Lightning turns each progress-bar value into a Python number after every
-        # step, which on a GPU means waiting for the device. Asked before `optimizer.step()` counts the step.
-        if self._loggers_write_this_step():
+        if self.loggers_write_this_step():
             self.log("train/loss", loss)
-        # A metric object's `update` costs seven times these two operations; the count is logged per epoch.
         self.train_correct += (logits.argmax(1) == labels).sum()
         self.train_seen += len(labels)
-        optimizer = self.optimizers()
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        optimizer.step()
         return loss
 
-    def _loggers_write_this_step(self) -> bool:
-        """Whether Lightning hands this step's values to the loggers: every `log_every_n_steps` steps.
+    def loggers_write_this_step(self) -> bool:
+        """Whether Lightning hands this step's logged values to the loggers (its `log_every_n_steps` rule).
 
-        Lightning's own rule. Its loggers never see the other steps' values, yet `self.log` costs about twice
-        this model's whole forward and backward pass, so on those steps it is not called.
+        Lightning keeps every `self.log` value but passes a step's values on only every `log_every_n_steps`
+        optimizer steps, or when the fit is about to stop; on the other steps `self.log` would cost more than
+        this model's forward and backward pass for values that nobody sees. Asked inside `training_step`,
+        before the optimizer step that `trainer.global_step` counts. Not on the progress bar either: it turns
+        each value into a Python number after every step, which on a GPU means waiting for the device.
         """
         trainer = self.trainer
         every = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (every > 0 and (trainer.global_step + 1) % every == 0)
+        step_logs = every > 0 and (trainer.should_stop or (trainer.global_step + 1) % every == 0)
+        return bool(trainer.fast_dev_run) or step_logs
 
     def on_train_epoch_start(self) -> None:
         self.train_correct.zero_()
@@ -101,7 +100,20 @@ class LogisticRegression(L.LightningModule):
         self.log(f"{stage}/loss", self.loss(logits, labels), prog_bar=True, sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:
             raise RuntimeError("LogisticRegression needs an optimizer factory to train.")
-        return self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        options = {}
+        # A schedule over the whole run (OneCycleLR) needs the run's length in optimizer steps, which depends
+        # on the data, the batch size, max_epochs and accumulation: Lightning works it out.
+        takes = inspect.signature(self.scheduler_factory).parameters
+        if "total_steps" in takes and takes["total_steps"].default is None:
+            options["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **options)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
+        }

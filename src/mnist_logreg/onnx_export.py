@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoint_loading import load_checkpoint
+from mnist_logreg.checkpoints import load_checkpoint
 from mnist_logreg.errors import UserError
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.records import replaced_atomically

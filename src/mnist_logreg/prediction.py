@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoint_loading import load_checkpoint
+from mnist_logreg.checkpoints import load_checkpoint
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
 from mnist_logreg.records import write_text

@@ -21,7 +21,13 @@ from omegaconf import DictConfig, ListConfig
 
 from mnist_logreg.errors import UserError, one_line
 
-BUILT_NODES = ("data", "model", "optimizer", "trainer")  # plus every entry of `callbacks` and `logger`
+BUILT_NODES = (
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "trainer",
+)  # plus every entry of `callbacks` and `logger`
 
 
 class ConfigError(UserError):
@@ -54,7 +60,8 @@ def check_config(cfg: DictConfig) -> None:
 
 
 def check_parts(cfg: DictConfig) -> None:
-    """The options of every part the config builds: data, model, optimizer, trainer, callbacks, loggers."""
+    """The options of every part the config builds: data, model, optimizer, scheduler, trainer, callbacks,
+    loggers."""
     nodes = {key: cfg.get(key) for key in BUILT_NODES}
     for group in ("callbacks", "logger"):
         nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})

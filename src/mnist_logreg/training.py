@@ -1,25 +1,29 @@
-"""One training run: seed, build data, model and trainer from the config, fit, test, write metrics.json."""
+"""`train.py`: seed, build the data, model and trainer from the config, fit, test, write metrics.json."""
 
 from __future__ import annotations
 
 import logging
-import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ProgressBar
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_logreg.checkpoint_loading import check_resume, load_checkpoint
+from mnist_logreg.callbacks.stopping import SIGTERM_EXIT
+from mnist_logreg.config import build, check_config
 from mnist_logreg.console import format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.hparams import log_hparams
 from mnist_logreg.records import write_json
-from mnist_logreg.schema import build, check_config, check_parts
+from mnist_logreg.resume import check_resume, last_checkpoint_path, resolve_ckpt_path, resume_command
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +40,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule: L.LightningDataModule = build("data", cfg.data)
-    model: L.LightningModule = build("model", cfg.model, optimizer=instantiate(cfg.optimizer))
+    datamodule, model = build_data_and_model(cfg)
     trainer = build_trainer(cfg)
     refuse_relaunch_in_multirun(trainer)
-    if cfg.get("ckpt_path"):
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path:
         optimizer = instantiate(cfg.optimizer)(model.parameters())
-        check_resume(cfg.ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+        check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
     if trainer.is_global_zero:
         log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
 
     started = time.perf_counter()
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    with stopped_by_sigterm(trainer, "training"):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics: dict[str, Any] = {"status": "completed", "fit_time_s": time.perf_counter() - started}
+    early_stopping = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+    if early_stopping is not None and early_stopping.stopped_epoch:
+        metrics["early_stopped_epoch"] = early_stopping.stopped_epoch
 
     checkpoint = trainer.checkpoint_callback
     best_path = checkpoint.best_model_path if checkpoint is not None else ""
@@ -60,7 +68,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("test"):
         started = time.perf_counter()
-        (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False)
+        with stopped_by_sigterm(trainer, "testing"):
+            (results,) = trainer.test(
+                model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
+            )
         metrics["test_time_s"] = time.perf_counter() - started
         metrics.update({name: float(value) for name, value in results.items()})
         metrics["ckpt_path"] = best_path or None
@@ -71,6 +82,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics
+
+
+def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule]:
+    """The data module and the model, with the optimizer and scheduler factories the model calls."""
+    datamodule = build("data", cfg.data)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    model = build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    return datamodule, model
+
+
+@contextmanager
+def stopped_by_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
+    """SIGTERM where `StopOnInterrupt` does not see it (before training, in testing, or with that callback
+    off): Lightning raises `SIGTERMException`, a `SystemExit` with status 0. Here: one line with the resume
+    command and status 143, so that a scheduler or script does not take the run for a success."""
+    try:
+        yield
+    except SIGTERMException:
+        command = resume_command(last_checkpoint_path(trainer))
+        log.error("SIGTERM during %s: stopped without metrics.json; to finish the run: %s", stage, command)
+        sys.exit(SIGTERM_EXIT)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -91,24 +123,3 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
     return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
-
-
-def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on the official 10k test images; the model and data settings come from it alone.
-
-    The numbers equal those of the training run that wrote the checkpoint: same weights, same data.
-    """
-    quiet_libraries()
-    check_parts(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
-    trainer = build_trainer(cfg)
-    started = time.perf_counter()
-    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    metrics: dict[str, Any] = {"status": "completed", "test_time_s": time.perf_counter() - started}
-    metrics.update({name: float(value) for name, value in results.items()})
-    metrics["ckpt_path"] = os.path.abspath(cfg.ckpt_path)
-    if trainer.is_global_zero:
-        write_json(output_dir / "metrics.json", metrics)
-        log.info("Results (%s):\n%s", output_dir, format_results(metrics))
-    return metrics

@@ -1,0 +1,22 @@
+"""Find a learning rate: Lightning's range test on the model, data and optimizer that train.py would use.
+
+python find_lr.py                                  # SGD, batch 100, as train.py
+python find_lr.py optimizer=adam data.batch_size=1000
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_logreg.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="find_lr")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from mnist_logreg.lr_finder import find_lr  # here, not at the top: `--help` needs no torch
+
+    find_lr(cfg)
+
+
+if __name__ == "__main__":
+    main()

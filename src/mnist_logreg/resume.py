@@ -1,0 +1,197 @@
+"""Continuing a run: what a checkpoint must hold to resume exactly, and the checks before a resume starts.
+
+A resumed run ends with the numbers of a run never stopped: the data order is drawn from the seed and the
+epoch (`data.EpochOrder`), the batches already trained on are skipped (`data.TensorBatches`), Lightning
+restores the model, optimizer, scheduler, loops and callbacks, and `ResumableCheckpoint` adds the random
+number generators and the best checkpoint so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shlex
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
+from mnist_logreg.records import replaced_atomically
+
+log = logging.getLogger(__name__)
+
+# A resumed run must see the same data in the same order as the run it continues.
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+
+
+class ResumableCheckpoint(ModelCheckpoint):
+    """Lightning's `ModelCheckpoint` plus what a resume needs that Lightning 2.6 leaves out.
+
+    - The global RNG states (torch, CUDA, NumPy, Python) go into each checkpoint and come back on resume, so
+      anything random during training (dropout, augmentation) continues the stream it would have drawn.
+    - A run resumed into a new directory: Lightning then forgets the best score, and the next validation
+      becomes "best" whatever its value. Here the best checkpoint is copied into the new directory with its
+      score, so the resumed run tests the checkpoint that an uninterrupted run would have tested.
+
+    `last.ckpt` after every validation comes from a second, plain `ModelCheckpoint` (callbacks/default.yaml):
+    Lightning writes this one's `save_last` only when it also writes a new best.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state = dict(state_dict)
+        if "rng_states" in state:
+            _set_rng_states(state.pop("rng_states"))
+        saved_dir = state.get("dirpath")
+        if saved_dir and self.dirpath and os.path.realpath(saved_dir) != self.dirpath:
+            state = self._carry_best_over(state)
+        super().load_state_dict(state)
+
+    def _carry_best_over(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Copy the previous run's best checkpoints here and point the saved state at the copies."""
+        old_paths = list(state.get("best_k_models") or {})
+        missing = [p for p in old_paths if not Path(p).is_file()]
+        if missing:
+            log.warning("%s is gone: the best checkpoint is chosen afresh from this run on", missing[0])
+            return state
+        moved = {}
+        for old in old_paths:
+            new = Path(self.dirpath) / Path(old).name
+            with replaced_atomically(new) as tmp:
+                shutil.copyfile(old, tmp)
+            moved[old] = str(new)
+        return {
+            **state,
+            "dirpath": self.dirpath,
+            "best_k_models": {moved[p]: score for p, score in state["best_k_models"].items()},
+            "best_model_path": moved.get(state.get("best_model_path"), ""),
+            "kth_best_model_path": moved.get(state.get("kth_best_model_path"), ""),
+            "last_model_path": "",
+        }
+
+
+def check_resume(
+    path: str | os.PathLike,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    optimizer: torch.optim.Optimizer,
+    max_epochs: int | None = None,
+) -> None:
+    """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
+
+    `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
+    rate included, so a different optimizer or setting in the config would be ignored without a word.
+    """
+    checkpoint = read_checkpoint(path, ("state_dict", "loops", "optimizer_states"), LAST)
+    epoch = checkpoint.get("epoch", 0)
+    if max_epochs not in (None, -1) and epoch > max_epochs:
+        raise CheckpointError(
+            f"ckpt_path={path} stopped in epoch {epoch}, past this run's trainer.max_epochs={max_epochs}: "
+            "pass the trainer.max_epochs the run was started with."
+        )
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    if expected != found:
+        name = next(n for n in sorted(expected.keys() | found.keys()) if expected.get(n) != found.get(n))
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this model: {name} is {expected.get(name)} here and "
+            f"{found.get(name)} in the checkpoint; resume with the model settings it was trained with."
+        )
+
+    saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
+    current_data = getattr(datamodule, "hparams", {})
+    for key in RESUME_DATA_KEYS:
+        if key in saved_data and key in current_data and saved_data[key] != current_data[key]:
+            note = " (it follows `seed`)" if key == "shuffle_seed" else ""
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with data.{key}={saved_data[key]}{note}, this run has "
+                f"{current_data[key]}: resume with the checkpoint's value, "
+                "or start a new run without ckpt_path."
+            )
+
+    saved_groups = [g for state in checkpoint["optimizer_states"] for g in state.get("param_groups", [])]
+    if saved_groups:
+        saved = {key: _plain(value) for key, value in saved_groups[0].items() if key != "params"}
+        current = {key: _plain(value) for key, value in optimizer.param_groups[0].items() if key != "params"}
+        kind = f"{type(optimizer).__module__}.{type(optimizer).__qualname__}"
+        if saved.keys() != current.keys():
+            other = sorted(saved.keys() ^ current.keys())[0]
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with another optimizer than this run's {kind} (the setting "
+                f"{other} is in one and not the other): resume with the checkpoint's optimizer, "
+                "or start a new run without ckpt_path."
+            )
+        for key in sorted(saved):
+            if saved[key] != current[key]:
+                raise CheckpointError(
+                    f"ckpt_path={path} was trained with optimizer.{key}={saved[key]}, this run has "
+                    f"{current[key]}: a resumed run keeps the checkpoint's optimizer settings; pass "
+                    f"optimizer.{key}={saved[key]}, or start a new run without ckpt_path."
+                )
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
+    """`ckpt_path=auto`: this run directory's `checkpoints/last.ckpt` if an earlier attempt left one (a job
+    requeued after preemption, a run started again with the same `hydra.run.dir`), else a fresh start."""
+    if ckpt_path != "auto":
+        return ckpt_path or None
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        log.info("ckpt_path=auto: resuming from %s", last)
+        return str(last)
+    log.info("ckpt_path=auto: no %s yet, starting afresh", last)
+    return None
+
+
+def resume_command(path: Path) -> str:
+    """This run's command line with `ckpt_path` added: a resume needs the settings it was trained with."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
+    return " ".join(["python", sys.argv[0] or "train.py", *map(shlex.quote, kept), f"ckpt_path={path}"])
+
+
+def last_checkpoint_path(trainer: L.Trainer) -> Path:
+    """Where the run keeps `last.ckpt`: beside the checkpoint callback's files, else in the run directory."""
+    callback = trainer.checkpoint_callback
+    directory = getattr(callback, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
+    return Path(directory) / "last.ckpt"
+
+
+def _rng_states() -> dict[str, Any]:
+    # Plain values and tensors only: checkpoints load with `torch.load(weights_only=True)`.
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_states(states: Mapping[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, internal, gauss_next = states["python"]
+    random.setstate((version, tuple(internal), gauss_next))
