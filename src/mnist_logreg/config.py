@@ -11,7 +11,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Any
+import types
+import typing
+from typing import Any, Literal, Union
 
 import torch
 from hydra.errors import InstantiationException
@@ -87,6 +89,7 @@ def check_options(key: str, node: Any) -> None:
         parameters = {}
     takes_any = not parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     allowed = [name for name in parameters if name not in ("self", "params", "args", "kwargs")]
+    hints = _type_hints(target)
     for option in node:
         if str(option).startswith("_"):
             continue
@@ -94,7 +97,11 @@ def check_options(key: str, node: Any) -> None:
             close = difflib.get_close_matches(str(option), allowed, n=1)
             hint = f"did you mean {key}.{close[0]}?" if close else f"its options are {', '.join(allowed)}."
             raise ConfigError(f"{key}.{option}={node[option]} is not an option of {node._target_}: {hint}")
-        check_options(f"{key}.{option}", node.get(option))
+        value = node.get(option)
+        if option in hints and not _fits(value, hints[option]):
+            expected = _describe(hints[option])
+            raise ConfigError(f"{key}.{option}={value!r} is invalid: {node._target_} takes {expected} there.")
+        check_options(f"{key}.{option}", value)
 
 
 def build(key: str, node: DictConfig, **kwargs: Any) -> Any:
@@ -109,9 +116,69 @@ def build(key: str, node: DictConfig, **kwargs: Any) -> Any:
         cause = error.__cause__
         if isinstance(cause, UserError):
             raise cause from None
-        if isinstance(cause, (ValueError, MisconfigurationException)):
+        if isinstance(cause, (ValueError, TypeError, MisconfigurationException)):
             raise ConfigError(f"{key}: {one_line(cause)}") from None
         raise
+
+
+def _type_hints(target: Any) -> dict[str, Any]:
+    """The target's argument annotations, resolved; none where they cannot be (then nothing is checked)."""
+    try:
+        return typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:
+        return {}
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a config value can be an argument of this annotation. Only plain values are judged: a nested
+    `_target_` node, an object or a type the check does not know passes, and the target has the last word."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_fits(value, arm) for arm in args)
+    if origin is Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if isinstance(value, DictConfig) and "_target_" in value:
+        return True
+    plain = {bool: _is_bool, int: _is_int, float: _is_number, str: lambda v: isinstance(v, str)}
+    if hint in plain:
+        return plain[hint](value)
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, (ListConfig, list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, (DictConfig, dict))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        literals = [a for arm in args if typing.get_origin(arm) is Literal for a in typing.get_args(arm)]
+        others = [_describe(arm) for arm in args if typing.get_origin(arm) is not Literal]
+        if "a number" in others and "a whole number" in others:  # an int is a number
+            others.remove("a whole number")
+        if literals:
+            others.insert(0, "one of " + ", ".join(dict.fromkeys(map(str, literals))))
+        return " or ".join(dict.fromkeys(others))
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    names = {
+        bool: "true or false",
+        int: "a whole number",
+        float: "a number",
+        str: "a string",
+        type(None): "null",
+    }
+    if hint in names:
+        return names[hint]
+    if origin in (list, tuple) or hint in (list, tuple):
+        return "a list"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
 
 
 def _is_int(value: Any) -> bool:

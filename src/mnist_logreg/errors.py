@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -60,13 +61,32 @@ def one_line(error: BaseException) -> str:
     return (text[:197] + "..." if len(text) > 200 else text) or type(error).__name__
 
 
+# Writes that fail for a reason the user can fix: the disk or quota is full, or the place is not writable.
+FULL = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+
+
 def find_user_error(error: BaseException) -> UserError | None:
-    """The `UserError` behind `error`: Hydra's `instantiate` wraps what a constructor raises in its own."""
+    """The `UserError` behind `error`: Hydra's `instantiate` wraps what a constructor raises in its own.
+
+    A failed write (a full disk, a read-only directory) is one too: the fix is the user's.
+    """
     while error is not None:
         if isinstance(error, UserError):
             return error
+        if isinstance(error, OSError) and error.errno in FULL + NOT_WRITABLE:
+            return write_error(error)
         error = error.__cause__
     return None
+
+
+def write_error(error: OSError) -> UserError:
+    where = f"{error.filename}" if error.filename else "a result file"
+    if error.errno in FULL:
+        fix = "free space there, or point hydra.run.dir (and paths.data_dir) at a disk with room"
+    else:
+        fix = "point hydra.run.dir at a directory you can write to"
+    return UserError(f"Cannot write {where}: {error.strerror}. The run stopped without metrics.json; {fix}.")
 
 
 def record_failure(error: Exception) -> None:

@@ -15,12 +15,16 @@ def replaced_atomically(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed to `path` when the block ends normally and removed otherwise.
 
     A reader never sees a half-written file, and a failed or killed write leaves the previous file in place.
+    A write that fails (a full disk, a directory that cannot be written) raises an `OSError` that names
+    `path`, whatever the writer was given: `errors.report_user_errors` turns it into one line.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror or str(error), str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

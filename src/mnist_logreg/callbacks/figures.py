@@ -23,6 +23,8 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from mnist_logreg.records import replaced_atomically
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -186,7 +188,8 @@ class ModelFigures(L.Callback):
     def save_and_log(self, trainer: L.Trainer, name: str, pixels: np.ndarray) -> None:
         from PIL import Image
 
-        Image.fromarray(pixels).save(self.dirpath / f"{name}.png")
+        with replaced_atomically(self.dirpath / f"{name}.png") as tmp:  # whole or not at all
+            Image.fromarray(pixels).save(tmp, format="PNG")
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 logger.experiment.add_image(f"figures/{name}", pixels, trainer.global_step, dataformats="HWC")
