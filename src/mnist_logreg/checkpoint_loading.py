@@ -17,7 +17,7 @@ from mnist_logreg.model import LogisticRegression
 BEST = "logs/runs/<run>/checkpoints/best.ckpt"
 LAST = "logs/runs/<run>/checkpoints/last.ckpt"
 # A resumed run must see the same data in the same order as the run it continues.
-RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed", "deskew")
 
 
 class CheckpointError(UserError):

@@ -93,8 +93,9 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if cfg.get("images") in (None, "", "???"):
         raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
     files = find_images(str(cfg.images))
-    model, _ = load_checkpoint(cfg.get("ckpt_path"))
-    rows = predict_files(model, files)
+    model, datamodule = load_checkpoint(cfg.get("ckpt_path"))
+    # The images then go through what the data module did to the images the model trained on (deskewing).
+    rows = predict_files(torch.nn.Sequential(datamodule.transform(), model), files)
     output = Path(cfg.paths.output_dir) / "predictions.csv"
     write_csv(output, rows)
     log.info("Predictions (%s):\n%s", output, format_table(rows))
