@@ -46,6 +46,13 @@ def find_images(spec: str) -> list[Path]:
     return sorted(files)
 
 
+def load_classifier(ckpt_path: str | Path | None) -> torch.nn.Module:
+    """The checkpoint's model behind the transform its data module applied to every image it trained on
+    (deskewing, with `data.deskew=true`): an image made into an MNIST image is then read as those were."""
+    model, datamodule = load_checkpoint(ckpt_path)
+    return torch.nn.Sequential(datamodule.transform(), model).eval()
+
+
 def predict_files(model: torch.nn.Module, files: list[Path]) -> list[Prediction]:
     """Every file gets a row: its prediction and probability, or why it could not be read."""
     rows, images = [], []
@@ -93,9 +100,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if cfg.get("images") in (None, "", "???"):
         raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
     files = find_images(str(cfg.images))
-    model, datamodule = load_checkpoint(cfg.get("ckpt_path"))
-    # The images then go through what the data module did to the images the model trained on (deskewing).
-    rows = predict_files(torch.nn.Sequential(datamodule.transform(), model), files)
+    rows = predict_files(load_classifier(cfg.get("ckpt_path")), files)
     output = Path(cfg.paths.output_dir) / "predictions.csv"
     write_csv(output, rows)
     log.info("Predictions (%s):\n%s", output, format_table(rows))
