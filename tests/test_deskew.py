@@ -155,6 +155,7 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
 
     evaluated = evaluate(compose_config([f"ckpt_path={best}", QUIET], tmp_path / "eval", "eval"))
     assert evaluated["test/acc"] == trained["test/acc"]
+    assert (tmp_path / "eval" / "figures" / "deskewing.png").is_file()
 
     # predict.py and the ONNX model are given the test images as read; each deskews them itself.
     as_read = MNISTDataModule(data_dir=str(ROOT / "data"))
