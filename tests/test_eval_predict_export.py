@@ -203,8 +203,8 @@ def test_export_that_disagrees_with_pytorch_leaves_no_file(
     export_onnx = onnx_export.export_onnx
 
     def export_another_model(model, path: Path) -> None:  # as a faulty exporter would
-        other = copy.deepcopy(model)
-        other.linear.bias.data[0] += 1.0
+        other = copy.deepcopy(model)  # the data module's transform, then the LogisticRegression
+        other[-1].linear.bias.data[0] += 1.0
         export_onnx(other, path)
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_another_model)

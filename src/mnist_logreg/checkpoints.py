@@ -95,3 +95,10 @@ def load_checkpoint(
             f"ckpt_path={ckpt_path} does not fit this project's model or data module ({one_line(error)})"
         ) from None
     return model.eval(), datamodule
+
+
+def load_classifier(ckpt_path: str | Path | None) -> torch.nn.Module:
+    """The checkpoint's model behind the transform its data module applied to every image it trained on
+    (deskewing, with `data.deskew=true`): an image made into an MNIST image is then read as those were."""
+    model, datamodule = load_checkpoint(ckpt_path)
+    return torch.nn.Sequential(datamodule.transform(), model).eval()

@@ -19,6 +19,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
+from mnist_logreg.deskew import Deskew, deskew_
 from mnist_logreg.errors import UserError
 from mnist_logreg.records import write_json
 
@@ -104,7 +105,9 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
 
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
-    (`transforms.ToTensor()` and nothing else).
+    (`transforms.ToTensor()` and nothing else). With `deskew=True` every image of every split is deskewed
+    once, as it is read (`mnist_logreg.deskew`); the option is saved in checkpoints with the others, and
+    `transform()` gives the same step as a module for whatever classifies images outside this data module.
     """
 
     def __init__(
@@ -116,6 +119,7 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         download: bool = True,
+        deskew: bool = False,
     ) -> None:
         super().__init__()
         _check_whole("batch_size", batch_size)
@@ -123,6 +127,8 @@ class MNISTDataModule(L.LightningDataModule):
         _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
         _check_whole("split_seed", split_seed, minimum=0)
         _check_whole("shuffle_seed", shuffle_seed, minimum=0)
+        if not isinstance(deskew, bool):
+            raise UserError(f"data.deskew={deskew!r} is invalid: it must be true or false.")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -131,6 +137,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.shuffle_seed = shuffle_seed
         self.download = download
+        self.deskew = deskew
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -235,11 +242,22 @@ class MNISTDataModule(L.LightningDataModule):
             order = torch.randperm(len(train.targets), generator=generator)
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
-            self.splits["train"] = _as_tensors(train.data[train_idx], train.targets[train_idx])
-            self.splits["val"] = _as_tensors(train.data[val_idx], train.targets[val_idx])
+            self.splits["train"] = self._as_tensors(train.data[train_idx], train.targets[train_idx])
+            self.splits["val"] = self._as_tensors(train.data[val_idx], train.targets[val_idx])
         if stage in (None, "test", "predict") and "test" not in self.splits:
             test = MNIST(str(self.data_dir), train=False)
-            self.splits["test"] = _as_tensors(test.data, test.targets)
+            self.splits["test"] = self._as_tensors(test.data, test.targets)
+
+    def _as_tensors(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], as `transforms.ToTensor()` scales them,
+        deskewed if the data module deskews."""
+        pixels = images.reshape(len(images), -1).float().div_(255.0)
+        return (deskew_(pixels) if self.deskew else pixels), labels.long()
+
+    def transform(self) -> torch.nn.Module:
+        """What this data module does to an image in [0, 1] after reading it, as a module: a classifier
+        trained on its splits needs it in front of the model wherever it reads images of its own."""
+        return Deskew() if self.deskew else torch.nn.Identity()
 
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         images, labels = self.splits[split]
@@ -265,8 +283,3 @@ class MNISTDataModule(L.LightningDataModule):
 def _check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise UserError(f"data.{name}={value!r} is invalid: it must be a whole number >= {minimum}{why}.")
-
-
-def _as_tensors(images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], as `transforms.ToTensor()` scales them."""
-    return images.reshape(len(images), -1).float().div_(255.0), labels.long()

@@ -1,7 +1,9 @@
 """A checkpoint as an ONNX model, checked against PyTorch on the whole test set before it is kept.
 
 The model takes float32 pixels in [0, 1] shaped N x 1 x 28 x 28 (any N) and returns logits, exactly what
-the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step.
+the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step. A
+checkpoint trained on transformed images (`data.deskew=true`) has the data module's transform in the graph,
+in front of the linear layer, so that an ONNX user feeds the same pixels and gets the same accuracy.
 """
 
 from __future__ import annotations
@@ -15,10 +17,11 @@ from types import ModuleType
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from torch import nn
 
 from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.errors import UserError
-from mnist_logreg.model import LogisticRegression
 from mnist_logreg.records import replaced_atomically
 
 log = logging.getLogger(__name__)
@@ -31,11 +34,12 @@ class ExportError(UserError):
     """The ONNX model does not reproduce PyTorch's results, or its tools are not installed."""
 
 
-def export_onnx(model: LogisticRegression, path: Path) -> None:
+def export_onnx(model: nn.Module, path: Path) -> None:
     """Write `model` as ONNX with a dynamic batch dimension, in one file.
 
     Uses torch's current exporter (`dynamo=True`, which needs onnxscript): the TorchScript-based one
-    still works in torch 2.14 but is deprecated and warns that it will be removed.
+    still works in torch 2.14 but is deprecated and warns that it will be removed. Its default opset has
+    ONNX's GridSample, which the deskewing transform samples with.
     """
     for module in ("onnx", "onnxscript"):
         require(module)
@@ -47,21 +51,20 @@ def export_onnx(model: LogisticRegression, path: Path) -> None:
     with warnings.catch_warnings():
         # torch.export's note on the model's unused submodules (metrics, loss) says nothing to act on.
         warnings.simplefilter("ignore", UserWarning)
-        model.eval().to_onnx(
-            path,
+        torch.onnx.export(
+            model.eval(),
             (sample,),
+            path,
             dynamo=True,
             external_data=False,  # the weights inside the .onnx file, not in a second file next to it
             input_names=[INPUT],
             output_names=[OUTPUT],
-            dynamic_shapes={"images": {0: batch}},
+            dynamic_shapes=({0: batch},),
             verbose=False,
         )
 
 
-def compare_with_torch(
-    model: LogisticRegression, path: Path, images: torch.Tensor
-) -> tuple[int, float, np.ndarray]:
+def compare_with_torch(model: nn.Module, path: Path, images: torch.Tensor) -> tuple[int, float, np.ndarray]:
     """onnxruntime's logits against PyTorch's on `images`: differing predictions, max |difference|, logits."""
     onnxruntime = require("onnxruntime")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -76,14 +79,17 @@ def compare_with_torch(
 def export(cfg: DictConfig) -> Path:
     """Export, verify on the official test set, and only then move the file to its final name."""
     model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    images, labels = datamodule.splits["test"]
+    classifier = nn.Sequential(datamodule.transform(), model)
+    # The graph applies the transform itself, so it is checked on the test images as read, untransformed.
+    as_read = MNISTDataModule(**{**datamodule.hparams, "deskew": False})
+    as_read.prepare_data()
+    as_read.setup("test")
+    images, labels = as_read.splits["test"]
 
     path = Path(cfg.onnx_path)
     with replaced_atomically(path) as tmp:
-        export_onnx(model, tmp)
-        differing, max_diff, logits = compare_with_torch(model, tmp, images)
+        export_onnx(classifier, tmp)
+        differing, max_diff, logits = compare_with_torch(classifier, tmp, images)
         if differing or not max_diff <= cfg.atol:  # `not <=`: a NaN logit fails too
             raise ExportError(
                 f"the ONNX model disagrees with PyTorch on the {len(labels)} test images ({differing} "

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_classifier
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
 from mnist_logreg.records import write_text
@@ -93,8 +93,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if cfg.get("images") in (None, "", "???"):
         raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
     files = find_images(str(cfg.images))
-    model, _ = load_checkpoint(cfg.get("ckpt_path"))
-    rows = predict_files(model, files)
+    rows = predict_files(load_classifier(cfg.get("ckpt_path")), files)
     output = Path(cfg.paths.output_dir) / "predictions.csv"
     write_csv(output, rows)
     log.info("Predictions (%s):\n%s", output, format_table(rows))

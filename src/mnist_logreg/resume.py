@@ -30,7 +30,7 @@ from mnist_logreg.records import replaced_atomically
 log = logging.getLogger(__name__)
 
 # A resumed run must see the same data in the same order as the run it continues.
-RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed", "deskew")
 
 
 class ResumableCheckpoint(ModelCheckpoint):

@@ -1,4 +1,5 @@
-"""What the trained classifier looks like: weight templates, confusion matrix, most confident mistakes.
+"""What the trained classifier looks like: weight templates, confusion matrix, most confident mistakes,
+and, for a model trained on deskewed images, test digits before and after deskewing.
 
 A linear classifier is the one model whose weights a person can read: class c's logit is the sum of the
 image's pixels weighted by row c of the weight matrix, so each row, drawn as 28x28, is a template of where
@@ -22,7 +23,9 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torchmetrics.classification import MulticlassConfusionMatrix
+from torchvision.datasets import MNIST
 
+from mnist_logreg.deskew import shear
 from mnist_logreg.records import replaced_atomically
 
 if TYPE_CHECKING:
@@ -36,6 +39,7 @@ WEIGHTS_SIZE = (10.0, 4.4)  # inches: 1000 x 440 pixels at DPI
 CONFUSION_SIZE = (8.0, 7.5)  # 800 x 750
 MISTAKES_SIZE = (10.0, 4.8)  # 1000 x 480
 MISTAKES_GRID = (3, 8)  # the 24 most confident mistakes
+DESKEW_SIZE = (10.0, 3.2)  # 1000 x 320: one test digit of each class, as read and deskewed
 WEIGHTS_CMAP = "RdBu_r"  # diverging: zero is the map's centre, positive weights red
 
 
@@ -146,6 +150,29 @@ def mistakes_figure(
     return fig
 
 
+def first_of_each_class(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The index of each class's first image: a fixed, unselected sample, one per class."""
+    return torch.stack([(labels == c).nonzero()[0, 0] for c in range(num_classes) if (labels == c).any()])
+
+
+def deskew_figure(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor) -> Figure:
+    """Digits as read (top row, captioned with their class and shear) and as deskewed (bottom row)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    alphas = shear(before.reshape(-1, 28, 28))[:, 0, 1]
+    mosaic, tops = tiles(torch.cat([before, after]), cols=len(before), gap=(6, 16))
+    fig = Figure(figsize=DESKEW_SIZE, dpi=DPI)
+    ax = tiled_axes(fig, mosaic)
+    ax.imshow(mosaic, cmap=colormaps["gray_r"].with_extremes(bad="white"), vmin=0.0, vmax=1.0)
+    for (x, y), label, alpha in zip(tops, labels.tolist(), alphas.tolist(), strict=False):
+        ax.text(x, y, f"{label}, shear {alpha:+.2f}", ha="center", va="bottom", fontsize=8)
+    for x, y in tops[len(before) :]:
+        ax.text(x, y, "deskewed", ha="center", va="bottom", fontsize=8)
+    fig.suptitle("Test digits as read (top) and deskewed (bottom): what the model reads")
+    return fig
+
+
 def render(fig: Figure) -> np.ndarray:
     """The figure as an H x W x 3 uint8 array: the PNG and TensorBoard get the same pixels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -180,6 +207,12 @@ class ModelFigures(L.Callback):
                 images, labels, probs, confident_mistakes(probs, labels, math.prod(MISTAKES_GRID))
             ),
         }
+        if getattr(trainer.datamodule, "deskew", False):
+            picked = first_of_each_class(labels, num_classes)
+            # The split holds the deskewed images only; the file has them as read.
+            read = MNIST(str(trainer.datamodule.data_dir), train=False).data[picked]
+            before = read.reshape(len(picked), -1).float() / 255.0
+            figures["deskewing"] = deskew_figure(before, images[picked], labels[picked])
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for name, fig in figures.items():
             self.save_and_log(trainer, name, render(fig))
