@@ -23,6 +23,8 @@ ENTRY_POINTS = {
     "demo.py": "demo",
 }
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# What the pages' `RUN=$(ls -d logs/runs/* | tail -n 1)` stands for.
+RUN = "logs/runs/2026-01-01_00-00-00_000000"
 
 
 def shown_commands() -> list[tuple[str, str]]:
@@ -64,7 +66,7 @@ def test_the_pages_show_commands() -> None:
 
 @pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}: {c}" for p, c in COMMANDS])
 def test_a_shown_command_composes(page: str, command: str) -> None:
-    words = shlex.split(command)
+    words = shlex.split(command.replace("$RUN", RUN))
     script, arguments = words[1], words[2:]
     multirun = "-m" in arguments or "--multirun" in arguments
     overrides = [a for a in arguments if not a.startswith("-")]
