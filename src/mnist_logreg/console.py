@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
 
 
 def quiet_libraries() -> None:
@@ -34,3 +37,11 @@ def format_results(metrics: dict[str, Any]) -> str:
     rows += [(name, f"{metrics[key]:.1f} s") for name, key in times if key in metrics]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+def command_line(script: str, *added: str, drop: tuple[str, ...] = ()) -> str:
+    """`python <script>` with this run's command-line overrides, less those starting with `drop` (and
+    Hydra's own), plus `added`: a command to print that reruns this run with a change."""
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", *drop))]
+    return " ".join(["python", script, *map(shlex.quote, kept), *added])

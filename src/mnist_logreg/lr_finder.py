@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import shlex
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
 from mnist_logreg.config import check_config
-from mnist_logreg.console import quiet_libraries
+from mnist_logreg.console import command_line, quiet_libraries
 from mnist_logreg.records import replaced_atomically, write_json
 from mnist_logreg.training import build_data_and_model, build_trainer
 
@@ -66,7 +64,5 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
 
 def train_command(lr: float | None) -> str:
     """`python train.py` with this command's overrides and the suggested `optimizer.lr`."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("lr_find.", "hydra.", "optimizer.lr="))]
     lr_override = [f"optimizer.lr={lr:.3g}"] if lr is not None else []
-    return " ".join(["python", "train.py", *map(shlex.quote, kept), *lr_override])
+    return command_line("train.py", *lr_override, drop=("lr_find.", "optimizer.lr="))

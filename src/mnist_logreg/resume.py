@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import shlex
 import shutil
 import sys
 from collections.abc import Mapping
@@ -21,10 +20,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
+from mnist_logreg.console import command_line
 from mnist_logreg.records import replaced_atomically
 
 log = logging.getLogger(__name__)
@@ -164,9 +163,7 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 def resume_command(path: Path) -> str:
     """This run's command line with `ckpt_path` added: a resume needs the settings it was trained with."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("ckpt_path=", "hydra."))]
-    return " ".join(["python", sys.argv[0] or "train.py", *map(shlex.quote, kept), f"ckpt_path={path}"])
+    return command_line(sys.argv[0] or "train.py", f"ckpt_path={path}", drop=("ckpt_path=",))
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
