@@ -15,7 +15,16 @@ from PIL import Image, ImageOps
 
 from conftest import compose_config
 from mnist_logreg.checkpoint_loading import load_checkpoint
-from mnist_logreg.demo import ZOOM, DemoError, build_app, latest_checkpoint, require_gradio, serve, start
+from mnist_logreg.demo import (
+    ZOOM,
+    DemoError,
+    build_app,
+    check_address,
+    latest_checkpoint,
+    require_gradio,
+    serve,
+    start,
+)
 from mnist_logreg.figures import WEIGHTS_CMAP
 from mnist_logreg.prediction import predict_files
 from mnist_logreg.preprocess import load_image, to_mnist
@@ -148,8 +157,14 @@ def test_a_taken_port_is_named_with_the_fix(served: tuple[str, Path]) -> None:
     url, ckpt = served
     port = int(url.rstrip("/").rsplit(":", 1)[1])
     model, _ = load_checkpoint(ckpt)
-    with pytest.raises(DemoError, match=rf"127\.0\.0\.1:{port} .*pass another server_port="):
+    with pytest.raises(DemoError, match=rf"port {port} is in use on 127\.0\.0\.1: pass server_port= a free"):
         start(build_app(model, ckpt), "127.0.0.1", port)
+
+
+def test_an_address_of_another_machine_is_refused_at_once() -> None:
+    check_address("127.0.0.1")
+    with pytest.raises(DemoError, match=r"server_name=192\.0\.2\.1 is not an address of this machine"):
+        check_address("192.0.2.1")  # TEST-NET-1, reserved for documentation: no machine has it
 
 
 def test_without_gradio_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_logreg.checkpoint_loading import load_checkpoint
-from mnist_logreg.errors import UserError, one_line
+from mnist_logreg.errors import UserError
 from mnist_logreg.figures import WEIGHTS_CMAP, render
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.preprocess import SIZE, ImageError, to_mnist
@@ -240,6 +241,19 @@ def build_app(model: LogisticRegression, ckpt_path: Path) -> gr.Blocks:
     return app
 
 
+def check_address(server_name: str) -> None:
+    """Refuse an address that is not this machine's: Gradio would try a hundred ports on it, one by one."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(server_name, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind(address)
+    except OSError as error:
+        raise DemoError(
+            f"server_name={server_name} is not an address of this machine ({error.strerror or error}): "
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every network it is on)"
+        ) from None
+
+
 def start(app: gr.Blocks, server_name: str, server_port: int | None) -> str:
     """Serve `app` in the background; the address to open. Nothing on the page calls out of the machine."""
     try:
@@ -252,11 +266,11 @@ def start(app: gr.Blocks, server_name: str, server_port: int | None) -> str:
             run_history=False,  # nothing kept in the browser, nowhere to upload it
             enable_monitoring=False,
         )
-    except OSError as error:  # the port is taken, or the address is not this machine's
-        where = f"{server_name}:{server_port or '7860+'}"
+    except OSError:  # the address is checked: the port is taken
+        taken = f"port {server_port} is in use" if server_port else "no port from 7860 on is free"
         raise DemoError(
-            f"cannot serve the demo on {where} ({one_line(error)}): pass another server_port=, "
-            "or server_port=null for the first free port from 7860"
+            f"{taken} on {server_name}: pass server_port= a free port, "
+            "or server_port=null for the first free one from 7860"
         ) from None
     return url
 
@@ -264,6 +278,7 @@ def start(app: gr.Blocks, server_name: str, server_port: int | None) -> str:
 def serve(cfg: DictConfig) -> None:
     """Load the checkpoint, serve the page until Ctrl+C."""
     require_gradio()
+    check_address(cfg.server_name)
     # Gradio checks at start-up that its address answers, and httpx logs each request it makes.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ckpt_path = cfg.get("ckpt_path")
