@@ -144,9 +144,9 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
     import onnx
     import onnxruntime
 
+    from mnist_logreg.checkpoints import load_classifier
     from mnist_logreg.evaluation import evaluate
     from mnist_logreg.onnx_export import export
-    from mnist_logreg.checkpoints import load_classifier
 
     best = deskewed_run / "checkpoints" / "best.ckpt"
     assert torch.load(best, weights_only=True)["datamodule_hyper_parameters"]["deskew"] is True

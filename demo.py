@@ -1,0 +1,23 @@
+"""Draw a digit in the browser and see what the model sees and why it answers (needs the demo extra).
+
+python demo.py                                                 # the best checkpoint of the latest run
+python demo.py ckpt_path=logs/runs/<run>/checkpoints/best.ckpt
+python demo.py server_port=8000
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_logreg.errors import report_user_errors
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="demo")
+@report_user_errors
+def main(cfg: DictConfig) -> None:
+    from mnist_logreg.demo import serve  # imported here so that `--help` does not load torch
+
+    serve(cfg)
+
+
+if __name__ == "__main__":
+    main()
