@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 
 from conftest import ROOT
 from mnist_logreg.training import train
@@ -128,6 +129,25 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(
         assert same_weights(final_weights(tmp_path / f"{name}-resumed"), final_weights(tmp_path / "whole")), (
             name
         )
+
+
+def test_a_sweep_job_stopped_by_sigterm_records_interrupted(
+    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Restored after the test, so that no other test runs as a multirun job.
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
+    with pytest.raises(SystemExit) as stopped:
+        run_tiny(
+            "job",
+            "hydra.mode=MULTIRUN",
+            "+callbacks.stop._target_=test_resume.TermAt",
+            "+callbacks.stop.step=3",
+        )
+    assert stopped.value.code == 143
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())  # Hydra's job directory
+    assert record["status"] == "interrupted"
+    assert record["error"].startswith("SIGTERM at step 4; to finish the job: python ")
+    assert record["error"].endswith(f"ckpt_path={tmp_path / 'job' / 'checkpoints' / 'last.ckpt'}")
 
 
 def start_train(*overrides: str, log: Path) -> subprocess.Popen:
