@@ -94,7 +94,11 @@ VARIANTS: dict[str, list[str]] = {
     "without: progress bar": ["callbacks.progress_bar.refresh_rate=0"],
     "without: sanity check": ["+trainer.num_sanity_val_steps=0"],
     "without: TensorBoard": ["~logger"],
-    "without: checkpoints": ["~callbacks.model_checkpoint", "+trainer.enable_checkpointing=false"],
+    "without: checkpoints": [
+        "~callbacks.model_checkpoint",
+        "~callbacks.last_checkpoint",
+        "+trainer.enable_checkpointing=false",
+    ],
     "without: divergence check": ["callbacks.stop_on_divergence=null"],
     "without: Ctrl-C stop": ["callbacks.stop_on_interrupt=null"],
     "without: all of these (Lightning alone)": [
