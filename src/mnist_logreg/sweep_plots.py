@@ -82,10 +82,11 @@ def metric_figure(jobs: list[Job], key: str, metric: str) -> Figure:
     ax.scatter(values(completed), scores, label=f"completed ({len(completed)})")
     if failed:
         # x in data coordinates, y in the axes' (0: the bottom edge): a failed job has no score to place.
-        ax.scatter(
+        # A line's markers, unlike a scatter's, widen the x limits to take them in.
+        ax.plot(
             values(failed),
             np.zeros(len(failed)),
-            marker="x",
+            "x",
             color="tab:red",
             transform=ax.get_xaxis_transform(),
             clip_on=False,
