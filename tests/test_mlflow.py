@@ -5,19 +5,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import compose_config
+from mnist_logreg.errors import UserError
 from mnist_logreg.hparams import flatten_config, group_choices
 from mnist_logreg.mlflow_run import RUN_ID_KEY
-from mnist_logreg.training import train
+from mnist_logreg.training import build_trainer, train
 
 TINY = ("data.val_size=100", "data.batch_size=50", "trainer.accelerator=cpu", "callbacks.progress_bar=null")
 
@@ -107,3 +110,14 @@ def test_a_resumed_run_continues_its_mlflow_run(
     # MLflow keeps a param's first value: the resumed run says so, and adds the new one.
     assert resumed.data.params["trainer/max_epochs"] == "1" and resumed.data.params["ckpt_path"] == str(last)
     assert "trainer/max_epochs=1 stays, not 2" in caplog.text
+
+
+def test_without_mlflow_the_error_names_the_extra(compose_train, monkeypatch) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "mlflow" else real_find_spec(name)
+    )
+    with pytest.raises(
+        UserError, match=r'logger.mlflow needs MLflow, which is not installed: pip install -e "\.\[mlflow\]"'
+    ):
+        build_trainer(compose_train("logger=tensorboard_mlflow", "trainer.accelerator=cpu"))

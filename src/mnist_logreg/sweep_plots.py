@@ -124,6 +124,8 @@ def optuna_plots(study: Any, sweep_dir: Path) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         for name, plot in plots.items():
             figures[name] = plot(study).figure
+            figures[name].set_size_inches(8, 5)
+            figures[name].set_layout_engine("constrained")  # room for the parameters' names
     try:
         save_plots(sweep_dir, figures)
     finally:
