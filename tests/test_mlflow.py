@@ -111,6 +111,18 @@ def test_a_resumed_run_continues_its_mlflow_run(
     assert resumed.data.params["trainer/max_epochs"] == "1" and resumed.data.params["ckpt_path"] == str(last)
     assert "trainer/max_epochs=1 stays, not 2" in caplog.text
 
+    # A checkpoint whose MLflow run is gone (deleted, or in another store) starts a new one.
+    client.delete_run(run_id)
+    third = run("third", "trainer.max_epochs=2", "logger.mlflow.experiment_name=resume", f"ckpt_path={last}")
+    (new,) = client.search_runs([client.get_experiment_by_name("resume").experiment_id])
+    assert (
+        new.info.run_id != run_id and new.info.run_name == "third" and new.data.tags["run_dir"] == str(third)
+    )
+    assert (
+        f"logged to MLflow run {run_id}, not in sqlite:///{mlflow_dir}/mlflow.db: a new run starts"
+        in caplog.text
+    )
+
 
 def test_without_mlflow_the_error_names_the_extra(compose_train, monkeypatch) -> None:
     real_find_spec = importlib.util.find_spec

@@ -22,7 +22,7 @@ import importlib.util
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from filelock import FileLock
@@ -35,6 +35,9 @@ from mnist_logreg.callbacks.figures import ModelFigures
 from mnist_logreg.checkpoints import LAST, read_checkpoint
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, run_name, sweep_name
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +59,34 @@ def logger_options(name: str, node: DictConfig, ckpt_path: str | None) -> dict[s
         return {}
     if importlib.util.find_spec("mlflow") is None:
         raise UserError(f'logger.{name} needs MLflow, which is not installed: pip install -e ".[mlflow]"')
-    prepare_store(node)
+    client = prepare_store(node)
     options: dict[str, Any] = {}
     if node.get("run_name") is None:
         options["run_name"] = run_name()
     if node.get("run_id") is None and ckpt_path:
-        options["run_id"] = read_checkpoint(ckpt_path, (), LAST).get(RUN_ID_KEY)
+        run_id = read_checkpoint(ckpt_path, (), LAST).get(RUN_ID_KEY)
+        if run_id and client is not None and not _has_run(client, run_id):
+            uri = node.tracking_uri
+            log.warning("%s logged to MLflow run %s, not in %s: a new run starts", ckpt_path, run_id, uri)
+            run_id = None
+        options["run_id"] = run_id
     return options
 
 
-def prepare_store(node: DictConfig) -> None:
+def _has_run(client: MlflowClient, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id).info.lifecycle_stage == "active"
+    except MlflowException:
+        return False
+
+
+def prepare_store(node: DictConfig) -> MlflowClient | None:
     """Create the store's tables and the experiment, one process at a time (a lock file beside a SQLite
-    store), before Lightning's logger looks for them: then no two jobs of a sweep both find them missing."""
+    store), before Lightning's logger looks for them: then no two jobs of a sweep both find them missing.
+
+    The store's client; None where the config names no store (MLflow's default, `MLFLOW_TRACKING_URI`)."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -76,8 +95,8 @@ def prepare_store(node: DictConfig) -> None:
     logging.getLogger(mlflow.__name__).propagate = True
 
     uri = node.get("tracking_uri")
-    if not uri:  # MLflow's default, from MLFLOW_TRACKING_URI
-        return
+    if not uri:
+        return None
     lock: contextlib.AbstractContextManager = contextlib.nullcontext()
     if uri.startswith(SQLITE):
         database = Path(uri.removeprefix(SQLITE))
@@ -87,6 +106,7 @@ def prepare_store(node: DictConfig) -> None:
         client = MlflowClient(uri)
         if client.get_experiment_by_name(node.experiment_name) is None:
             client.create_experiment(node.experiment_name, artifact_location=node.get("artifact_location"))
+    return client
 
 
 def mlflow_callbacks(loggers: list[Logger]) -> list[Callback]:
