@@ -63,7 +63,9 @@ def test_a_run_records_params_final_metrics_tags_and_artifacts(compose_train, ti
     events.Reload()
     for name in events.Tags()["scalars"]:
         history = client.get_metric_history(run.info.run_id, name)
-        assert [(m.step, m.value) for m in history] == [(e.step, e.value) for e in events.Scalars(name)]
+        assert sorted((m.step, m.value) for m in history) == sorted(
+            (e.step, e.value) for e in events.Scalars(name)
+        )
     final = run.data.metrics
     assert final["val/acc_best"] == metrics["val/acc"] and final["test/acc"] == metrics["test/acc"]
     assert final["fit_time_s"] == metrics["fit_time_s"] and final["steps"] == metrics["steps"] == 20
