@@ -21,14 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
-def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
-    """A config as an entry point composes it, with its outputs in `output_dir`."""
+def compose_config(
+    overrides: list[str], output_dir: Path, config_name: str = "train", log_dir: Path | None = None
+) -> DictConfig:
+    """A config as an entry point composes it, with its outputs in `output_dir` (and the MLflow store, for
+    `logger=mlflow`, in `log_dir`, if given)."""
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     # `${hydra:...}` interpolations read the HydraConfig that a real run sets.
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(output_dir)
         cfg.hydra.runtime.cwd = str(ROOT)
+        if log_dir is not None and "log_dir" in cfg.get("paths", {}):
+            cfg.paths.log_dir = str(log_dir)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -47,12 +52,19 @@ def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.fixture(scope="session")
+def mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `paths.log_dir` of the session's runs: one MLflow store for all, as a user has (creating its
+    tables takes seconds)."""
+    return tmp_path_factory.mktemp("logs")
+
+
 @pytest.fixture
-def compose_train(tmp_path: Path) -> Callable[..., DictConfig]:
+def compose_train(tmp_path: Path, mlflow_dir: Path) -> Callable[..., DictConfig]:
     """Compose `conf/train.yaml` with overrides; outputs go to `tmp_path/run`, data is the shipped MNIST."""
 
     def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
-        return compose_config(list(overrides), tmp_path / "run", config_name)
+        return compose_config(list(overrides), tmp_path / "run", config_name, log_dir=mlflow_dir)
 
     return _compose
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -50,7 +52,7 @@ def test_data_dir_is_resolved_against_the_launch_directory(compose_train) -> Non
 @pytest.mark.parametrize(
     ("overrides", "bar", "checkpoint"),
     [
-        ((), "TQDMProgressBar", "ResumableCheckpoint"),
+        ((), "EpochLines", "ResumableCheckpoint"),  # the output is not a terminal: lines, not a bar
         (
             ("callbacks.progress_bar=null",),
             None,
@@ -63,12 +65,13 @@ def test_data_dir_is_resolved_against_the_launch_directory(compose_train) -> Non
         ),
         (
             ("callbacks.model_checkpoint=null",),
-            "TQDMProgressBar",
+            "EpochLines",
             "ModelCheckpoint",
         ),  # Lightning's: last epoch
     ],
 )
-def test_a_callback_set_to_null_is_gone(compose_train, overrides, bar, checkpoint) -> None:
+def test_a_callback_set_to_null_is_gone(compose_train, overrides, bar, checkpoint, monkeypatch) -> None:
+    monkeypatch.setattr("sys.stdout", io.StringIO())  # not a terminal, even under `pytest -s`
     trainer = build_trainer(compose_train("trainer.accelerator=cpu", *overrides))
     assert type(trainer.progress_bar_callback).__name__ == (bar or "NoneType")
     assert type(trainer.checkpoint_callback).__name__ == checkpoint

@@ -9,7 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from mnist_logreg.hparams import flatten_config
+from mnist_logreg.hparams import flatten_config, hyperparameters
 from mnist_logreg.training import train
 
 
@@ -28,6 +28,7 @@ def test_hparams_hold_the_flat_config_and_the_metrics_json_scores(compose_train,
         "trainer.max_epochs=3",
         "trainer.accelerator=cpu",
         "callbacks.progress_bar.refresh_rate=0",
+        "tags=[baseline,sgd]",
     )
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
@@ -39,11 +40,15 @@ def test_hparams_hold_the_flat_config_and_the_metrics_json_scores(compose_train,
     assert set(content) == {metadata.SESSION_START_INFO_TAG}
     session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     hparams = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
-    assert hparams == flatten_config(cfg)
+    assert hparams == hyperparameters(cfg)
     assert hparams["optimizer/lr"] == 0.05 and hparams["data/batch_size"] == 50
-    assert hparams["optimizer/_target_"] == "torch.optim.SGD" and hparams["trainer/max_epochs"] == 3
-    assert not any(key.startswith("paths/") for key in hparams)
-    assert "trainer/default_root_dir" not in hparams  # where, not how
+    assert hparams["optimizer"] == "sgd" and hparams["scheduler"] == "none"  # the options chosen, by name
+    assert hparams["trainer/max_epochs"] == 3 and hparams["seed"] == 0 and hparams["tags"] == "baseline, sgd"
+    # What a person compares runs by, not class paths, callback and logger settings or paths.
+    assert not any(key.endswith(("_target_", "_partial_")) for key in hparams)
+    assert not any(key.startswith(("callbacks/", "logger/", "paths/")) for key in hparams)
+    assert "trainer/default_root_dir" not in hparams and "data/data_dir" not in hparams  # where, not how
+    assert session.group_name == "run"  # the run's name in the HParams table: its directory's
 
     # Exactly the values in metrics.json: the best checkpoint's val/acc and its test/acc.
     assert set(events.Tags()["scalars"]) == {"val/acc", "test/acc"}
@@ -64,3 +69,13 @@ def test_flat_config_keeps_what_hparams_can_hold(compose_train) -> None:
     assert "ckpt_path" not in flat  # null: nothing to compare
     assert flat["model/hidden"] == "[1, 2]"  # lists as text
     assert flat["test"] is True and flat["data/shuffle_seed"] == 0  # interpolated from `seed`, kept
+    assert flat["optimizer/_target_"] == "torch.optim.SGD"  # the whole config, for MLflow's params
+    assert not any(key.startswith("paths/") for key in flat)
+
+
+def test_hyperparameters_name_the_chosen_options(compose_train) -> None:
+    hparams = hyperparameters(compose_train("optimizer=adam", "scheduler=cosine", "experiment=tuned"))
+    assert hparams["optimizer"] == "adam" and hparams["experiment"] == "tuned"
+    assert hparams["scheduler"] == "cosine" and hparams["scheduler/T_max"] == 20  # the tuned run's epochs
+    assert hparams["optimizer/lr"] == 0.0084 and "optimizer/momentum" not in hparams  # Adam has none
+    assert hparams["tags"] == "" and "trainer/plugins" not in hparams

@@ -128,3 +128,5 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
     )
     assert best.best_params["data.batch_size"] in (50, 100, 200, 500, 1000)
     assert f"Best trial: val/acc {best.best_value:.4f}" in result.stdout + result.stderr
+    plots = {p.name for p in (sweep / "plots").glob("*.png")}  # Optuna's, and the metric per parameter
+    assert {"optuna_history.png", "optuna_importances.png", "val_acc_vs_optimizer.lr.png"} <= plots

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from conftest import ROOT
@@ -195,12 +196,15 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_writes_the_summary_and_fails(ba
 
 @pytest.mark.slow
 def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_path: Path) -> None:
+    """...and both jobs create and write to one new MLflow store at the same time, and plots are drawn."""
     sweep = tmp_path / "sweep"
     result = run_sweep(
         "optimizer.lr=0.5,0.05",
         *SHORT,
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
+        "logger=tensorboard_mlflow",
+        f"paths.log_dir={tmp_path / 'logs'}",
         f"hydra.sweep.dir={sweep}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -214,6 +218,16 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
         # The same seeded runs as the basic launcher's; one thread per worker may round differently.
         for name in ("val/acc", "test/acc"):
             assert float(row[name]) == pytest.approx(float(basic[lr][name]), abs=2e-3)
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == [f"{sweep.name}/0", f"{sweep.name}/1"]
+    for run in runs:
+        row = rows[run.data.params["optimizer/lr"]]
+        assert run.info.status == "FINISHED" and run.data.tags["sweep"] == sweep.name
+        assert run.data.metrics["val/acc_best"] == float(row["val/acc"])
+    # The metric against the swept parameter, one point per job (tests/test_sweep_plots.py: the drawing).
+    assert (sweep / "plots" / "val_acc_vs_optimizer.lr.png").is_file()
 
 
 @pytest.mark.slow

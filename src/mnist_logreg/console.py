@@ -1,13 +1,19 @@
-"""What a run prints: known-harmless library chatter silenced, and a short results table at the end."""
+"""What a run prints: the config as a tree at the start, progress fit for a terminal or for a log file, known-
+harmless library chatter silenced, and a short results table at the end."""
 
 from __future__ import annotations
 
+import io
 import logging
 import shlex
 import warnings
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.callbacks import Callback, RichProgressBar
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mnist_logreg.callbacks.progress import EpochLines
 
 
 def quiet_libraries() -> None:
@@ -45,3 +51,47 @@ def command_line(script: str, *added: str, drop: tuple[str, ...] = ()) -> str:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", *drop))]
     return " ".join(["python", script, *map(shlex.quote, kept), *added])
+
+
+def config_tree(cfg: DictConfig) -> str:
+    """The composed config, resolved, as a tree: a branch per group (and per logger and callback), its
+    settings in YAML. Plain text (rich draws it without colour), so that train.log holds it as shown."""
+    from rich.console import Console
+    from rich.tree import Tree
+
+    tree = Tree("config")
+    for key, value in cfg.items():
+        _add_branch(tree, str(key), value)
+    console = Console(file=io.StringIO(), width=1000, color_system=None)
+    console.print(tree)
+    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+
+
+def _add_branch(tree: Any, key: str, value: Any) -> None:
+    if isinstance(value, DictConfig) and value and all(isinstance(v, DictConfig) for v in value.values()):
+        branch = tree.add(key)  # `logger`, `callbacks`: a branch per entry
+        for name, entry in value.items():
+            _add_branch(branch, str(name), entry)
+    elif isinstance(value, (DictConfig, ListConfig)) and len(value):
+        tree.add(key).add(OmegaConf.to_yaml(value, resolve=True).rstrip())
+    else:
+        tree.add(OmegaConf.to_yaml({key: value}).rstrip())
+
+
+def console_callbacks(callbacks: list[Callback], terminal: bool) -> list[Callback]:
+    """The callbacks, with the progress bar fit for where the output goes.
+
+    In a terminal, as configured: rich redraws its live progress bar in place. Elsewhere (a file or a pipe:
+    SLURM, submitit, CI logs, `| tee`) every redraw would add to the file, so one log line per epoch takes
+    the bar's place (none for a bar switched off, `refresh_rate=0`). Rich's model summary is a static
+    table, written once either way.
+    """
+    if terminal:
+        return callbacks
+    plain: list[Callback] = []
+    for callback in callbacks:
+        if not isinstance(callback, RichProgressBar):
+            plain.append(callback)
+        elif callback.is_enabled:
+            plain.append(EpochLines())
+    return plain

@@ -1,8 +1,8 @@
-"""A run's record in TensorBoard's HParams tab: the flattened config and the final validation/test scores.
+"""What a run is called and what it is compared by, in TensorBoard's HParams tab and in MLflow.
 
-The record is its own run, `tensorboard/hparams/`, holding the session (the hyperparameters) and one point
-each of `val/acc` and `test/acc`: the values in `metrics.json`. TensorBoard shows a session's metric as the
-last value of that tag in the session's run, which in the training run itself would be the last epoch's
+The HParams record is its own run, `tensorboard/hparams/`, holding the session (the hyperparameters) and one
+point each of `val/acc` and `test/acc`: the values in `metrics.json`. TensorBoard shows a session's metric as
+the last value of that tag in the session's run, which in the training run itself would be the last epoch's
 `val/acc`, not the best checkpoint's. No experiment summary is written, so TensorBoard takes the union of
 every job's hyperparameters: a sweep over `optimizer=sgd,adam` still shows `optimizer/momentum`.
 """
@@ -14,12 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from tensorboard.plugins.hparams.summary_v2 import hparams_pb
 from torch.utils.tensorboard import SummaryWriter
 
+from mnist_logreg.errors import in_multirun
+
 HPARAMS_METRICS = ("val/acc", "test/acc")
+# What a person compares runs by: the settings of these groups, and these keys.
+HPARAMS_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+HPARAMS_KEYS = ("seed", "tags")
+# The option chosen in these config groups (`optimizer=adam`), where Hydra has it.
+CHOICES = ("experiment", "data", "model", "optimizer", "scheduler", "trainer")
 
 HParamValue = bool | int | float | str
 
@@ -30,15 +38,34 @@ def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) ->
     if logger is None:
         return
     with SummaryWriter(str(Path(logger.log_dir) / "hparams")) as writer:
-        writer.file_writer.add_summary(hparams_pb(flatten_config(cfg)), trainer.global_step)
+        session = hparams_pb(hyperparameters(cfg), trial_id=run_name())
+        writer.file_writer.add_summary(session, trainer.global_step)
         for name in HPARAMS_METRICS:
             if name in metrics:
                 writer.add_scalar(name, metrics[name], trainer.global_step)
 
 
+def hyperparameters(cfg: DictConfig) -> dict[str, HParamValue]:
+    """The settings that make two runs train differently: the option chosen in each group (`optimizer:
+    sgd`), the values of the data, model, optimizer, scheduler and trainer settings, the seed and the tags.
+
+    Not the class paths (`_target_`: the group's option names them), nor the callbacks, loggers and paths.
+    """
+    kept = {
+        key: value
+        for key, value in flatten_config(cfg).items()
+        if (key.split("/")[0] in HPARAMS_GROUPS or key in HPARAMS_KEYS)
+        and not key.split("/")[-1].startswith("_")  # `_target_`, `_partial_`
+        and not key.endswith("_dir")  # a data directory given as a path: where, not how
+    }
+    kept.pop("trainer/plugins", None)  # how checkpoints are written, not how the model trains
+    kept["tags"] = ", ".join(map(str, cfg.get("tags") or []))
+    return {**group_choices(), **kept}
+
+
 def flatten_config(cfg: DictConfig) -> dict[str, HParamValue]:
     """`{"optimizer/lr": 0.01, ...}`: the resolved config without the settings that say where, not how, a
-    run trained (those set from `paths` or Hydra's runtime: every job of a sweep differs in them).
+    run trained (`paths`, and those set from them or from Hydra's runtime: each job of a sweep has its own).
 
     Nulls are left out and lists written as text: HParams holds numbers, strings and booleans only.
     """
@@ -46,10 +73,32 @@ def flatten_config(cfg: DictConfig) -> dict[str, HParamValue]:
     resolved = _flatten(OmegaConf.to_container(cfg, resolve=True))
     flat: dict[str, HParamValue] = {}
     for key, value in resolved.items():
-        if value is None or (isinstance(raw[key], str) and re.search(r"\$\{(paths\.|hydra:)", raw[key])):
+        where = key.startswith("paths/") or (
+            isinstance(raw[key], str) and re.search(r"\$\{(paths\.|hydra:)", raw[key])
+        )
+        if value is None or where:
             continue
         flat[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return flat
+
+
+def group_choices() -> dict[str, str]:
+    """`{"optimizer": "adam", "scheduler": "none", ...}`: the option picked in each group of `CHOICES`."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {group: str(choices[group]) for group in CHOICES if choices.get(group) is not None}
+
+
+def run_name() -> str:
+    """The run's name in TensorBoard's HParams table and in MLflow: its directory's name, and for a job of a
+    sweep `<sweep directory>/<job>`, so that the jobs of one sweep sort together."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    return f"{sweep_name()}/{output_dir.name}" if in_multirun() else output_dir.name
+
+
+def sweep_name() -> str:
+    return Path(HydraConfig.get().sweep.dir).name
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -15,13 +15,14 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import EarlyStopping, ProgressBar
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.stopping import SIGTERM_EXIT
 from mnist_logreg.config import build, check_config
-from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.console import config_tree, console_callbacks, format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.hparams import log_hparams
+from mnist_logreg.mlflow_run import finish_mlflow_run, logger_options, mlflow_callbacks, start_mlflow_run
 from mnist_logreg.records import write_json
 from mnist_logreg.resume import check_resume, last_checkpoint_path, resolve_ckpt_path, resume_command
 
@@ -41,14 +42,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, model = build_data_and_model(cfg)
-    trainer = build_trainer(cfg)
-    refuse_relaunch_in_multirun(trainer)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    trainer = build_trainer(cfg, ckpt_path)
+    refuse_relaunch_in_multirun(trainer)
     if ckpt_path:
         optimizer = instantiate(cfg.optimizer)(model.parameters())
         check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
     if trainer.is_global_zero:
-        log.info("Config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("Config:\n%s", config_tree(cfg))
+        start_mlflow_run(trainer, cfg)
 
     started = time.perf_counter()
     with stopped_by_sigterm(trainer, "training"):
@@ -79,6 +81,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, seed=cfg.seed)
     if trainer.is_global_zero:
         log_hparams(trainer, cfg, metrics)
+        finish_mlflow_run(trainer, cfg, metrics)
         write_json(output_dir / "metrics.json", metrics)
         log.info("Results (%s):\n%s", output_dir, format_results(metrics))
     return metrics
@@ -105,9 +108,20 @@ def stopped_by_sigterm(trainer: L.Trainer, stage: str) -> Iterator[None]:
         sys.exit(SIGTERM_EXIT)
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Trainer with the config's callbacks and loggers; `callbacks.<name>=null` switches one off."""
+def build_trainer(cfg: DictConfig, ckpt_path: str | None = None) -> L.Trainer:
+    """The Trainer with the config's callbacks and loggers; `callbacks.<name>=null` switches one off.
+
+    `ckpt_path`: the checkpoint a resumed run starts from, whose MLflow run an MLflow logger continues.
+    """
     callbacks = [build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")]
+    # Where the output goes decides how progress is shown: rich's live bar in a terminal, one log line per
+    # epoch in a file or a pipe (`console_callbacks`).
+    callbacks = console_callbacks(callbacks, terminal=sys.stdout.isatty())
+    loggers = [
+        build(f"logger.{name}", node, **logger_options(name, node, ckpt_path))
+        for name, node in _entries(cfg, "logger")
+    ]
+    callbacks += mlflow_callbacks(loggers)
     options = {}
     # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.
     if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -116,7 +130,7 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
         "trainer",
         cfg.trainer,
         callbacks=callbacks,
-        logger=[build(f"logger.{name}", lg) for name, lg in _entries(cfg, "logger")] or False,
+        logger=loggers or False,
         **options,
     )
 

@@ -11,7 +11,8 @@ keeps its search-space syntax (Hydra's override grammar) and drives a current Op
 
 Trials run through the configured launcher, `n_jobs` at a time (`hydra/launcher=joblib` runs them in
 parallel). A trial that fails or returns no finite value is told to Optuna as failed and the search goes
-on. The best parameters are printed and written to `best_params.yaml` in the sweep dir.
+on. The best parameters are printed and written to `best_params.yaml` in the sweep dir, and Optuna's own
+plots of the search to `plots/`.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna  # here, not at the top: Hydra imports this module on every run, sweep or not
 
+        from mnist_logreg.sweep_plots import optuna_plots
+
         optuna.logging.disable_default_handler()  # Optuna's lines go to the sweep's log, formatted alike
         optuna.logging.enable_propagation()
         space, fixed = self._search_space(arguments)
@@ -120,6 +123,7 @@ class OptunaSweeper(Sweeper):
                 else:
                     study.tell(trial, value)
         self._report_best(study, fixed, jobs, sweep_dir)
+        optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
 
     @property
     def _metric(self) -> str:

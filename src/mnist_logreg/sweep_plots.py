@@ -1,0 +1,159 @@
+"""Sweep plots: when a multirun ends, the optimised metric against each swept parameter, one point per job.
+
+A Hydra callback beside `SweepSummary` (conf/hydra/default.yaml), reading the same job directories. Each plot
+is a PNG in `<sweep dir>/plots/` and an image in TensorBoard (`tensorboard --logdir <sweep dir>`, run
+`plots`). A learning rate or weight decay is drawn on a log axis; a job that failed (no score) is an `x` on
+the bottom edge at its parameter's value. An Optuna search (`hparams_search=optuna`) also gets Optuna's own
+optimisation history and parameter importances, drawn by Optuna's matplotlib backend (`optuna_plots`, which
+the sweeper calls: only it has the study).
+
+The sweep's own plots are drawn on figures made without pyplot, so nothing is left in its global state;
+Optuna's are made with pyplot, and closed once saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from mnist_logreg.records import replaced_atomically
+from mnist_logreg.sweep import Job, common_overrides, override_columns, read_jobs
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+LOG_SCALE = ("lr", "max_lr", "weight_decay")  # the last part of a key (`optimizer.lr`) drawn on a log axis
+SIZE = (6.4, 4.0)  # inches: 640 x 400 pixels at DPI
+DPI = 100
+
+
+class SweepPlots(Callback):
+    """Write `plots/<metric>_vs_<parameter>.png` for each parameter that differs between the jobs."""
+
+    def __init__(self, metric: str = "val/acc") -> None:
+        self.metric = metric
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other DDP ranks ran the same sweep
+            return
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_jobs(sweep_dir)
+        common = common_overrides(jobs)
+        swept = [key for key in override_columns(jobs) if key not in common]
+        if len(jobs) < 2 or not swept:
+            return
+        name = self.metric.replace("/", "_")
+        figures = {f"{name}_vs_{key}": metric_figure(jobs, key, self.metric) for key in swept}
+        save_plots(sweep_dir, figures)
+        log.info("Sweep plots: %s", sweep_dir / PLOTS_DIR)
+
+
+def metric_figure(jobs: list[Job], key: str, metric: str) -> Figure:
+    """`metric` against the value of `key`, a point per completed job and an `x` per failed one.
+
+    Numbers are placed on a numeric axis (log for `LOG_SCALE` keys; symlog if one of the values is 0), other
+    values (`optimizer=sgd,adam`) as categories in the order the jobs ran.
+    """
+    from matplotlib.figure import Figure
+
+    jobs = [job for job in jobs if key in job.overrides]
+    numeric = all(_is_number(job.overrides[key]) for job in jobs)
+
+    def values(some: list[Job]) -> list[Any]:
+        return [float(job.overrides[key]) if numeric else job.overrides[key] for job in some]
+
+    completed = [job for job in jobs if job.score(metric) is not None]
+    failed = [job for job in jobs if job.score(metric) is None]
+    fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
+    ax = fig.add_subplot()
+    if not numeric:  # the categories' order: the jobs', failed ones included
+        ax.xaxis.update_units(np.array(values(jobs), dtype=object))
+    scores = [job.score(metric) for job in completed]
+    ax.scatter(values(completed), scores, label=f"completed ({len(completed)})")
+    if failed:
+        # x in data coordinates, y in the axes' (0: the bottom edge): a failed job has no score to place.
+        # A line's markers, unlike a scatter's, widen the x limits to take them in.
+        ax.plot(
+            values(failed),
+            np.zeros(len(failed)),
+            "x",
+            color="tab:red",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"failed ({len(failed)})",
+        )
+    if numeric and key.rsplit(".", 1)[-1] in LOG_SCALE:
+        positive = [v for v in values(jobs) if v > 0]
+        if len(positive) == len(jobs):
+            ax.set_xscale("log")
+        elif positive:
+            ax.set_xscale("symlog", linthresh=min(positive))
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {key}, {len(jobs)} jobs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return fig
+
+
+def optuna_plots(study: Any, sweep_dir: Path) -> None:
+    """Optuna's optimisation history and parameter importances of a search, beside the sweep's own plots."""
+    import optuna
+    from matplotlib import pyplot as plt
+    from optuna.visualization import matplotlib as optuna_matplotlib
+
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not completed:
+        return
+    plots = {"optuna_history": optuna_matplotlib.plot_optimization_history}
+    # Importances compare the parameters across completed trials: it takes two, and a parameter that varies.
+    if len(completed) >= 2 and study.best_trial.params:
+        plots["optuna_importances"] = optuna_matplotlib.plot_param_importances
+    figures = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        for name, plot in plots.items():
+            figures[name] = plot(study).figure
+            figures[name].set_size_inches(8, 5)
+            figures[name].set_layout_engine("constrained")  # room for the parameters' names
+    try:
+        save_plots(sweep_dir, figures)
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def save_plots(sweep_dir: Path, figures: dict[str, Figure]) -> None:
+    """Each figure as `plots/<name>.png` and as an image in TensorBoard (the event file in `plots/`)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    directory = sweep_dir / PLOTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    with SummaryWriter(str(directory)) as writer:
+        for name, fig in figures.items():
+            canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            pixels = np.asarray(canvas.buffer_rgba())[..., :3]
+            with replaced_atomically(directory / f"{name}.png") as tmp:
+                Image.fromarray(pixels).save(tmp, format="PNG")
+            writer.add_image(f"sweep/{name}", pixels, dataformats="HWC")
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True

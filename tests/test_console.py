@@ -1,0 +1,78 @@
+"""The console: rich's live progress in a terminal, one plain line per epoch in a file or a pipe, never a
+redrawn bar; the config as a tree; coloured levels in a terminal only, and train.log in the run directory."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
+
+from conftest import ROOT, run_script
+from mnist_logreg.console import EpochLines, config_tree
+from mnist_logreg.training import build_trainer
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stdout", "overrides", "bar"),
+    [
+        (Terminal(), (), RichProgressBar),
+        (io.StringIO(), (), EpochLines),  # a file or a pipe
+        (io.StringIO(), ("callbacks.progress_bar.refresh_rate=0",), None),  # a bar switched off: no lines
+        (Terminal(), ("callbacks.progress_bar=null",), None),
+        (io.StringIO(), ("callbacks.progress_bar=null",), None),
+    ],
+    ids=["terminal", "pipe", "pipe, refresh_rate=0", "terminal, null", "pipe, null"],
+)
+def test_the_progress_bar_fits_where_the_output_goes(
+    compose_train, monkeypatch, stdout, overrides, bar
+) -> None:
+    monkeypatch.setattr("sys.stdout", stdout)
+    trainer = build_trainer(compose_train("trainer.accelerator=cpu", *overrides))
+    assert type(trainer.progress_bar_callback) is (type(None) if bar is None else bar)
+    summaries = [c for c in trainer.callbacks if isinstance(c, RichModelSummary)]
+    assert len(summaries) == 1  # a static table: the same either way
+
+
+def test_the_config_tree_has_a_branch_per_group(compose_train) -> None:
+    tree = config_tree(compose_train("optimizer.lr=0.01"))
+    lines = tree.splitlines()
+    assert lines[0] == "config" and "├── seed: 0" in lines
+    assert (
+        "├── optimizer" in lines
+        and "│   └── _target_: torch.optim.SGD" in lines
+        and "│       lr: 0.01" in lines
+    )
+    assert "├── callbacks" in lines and "│   ├── model_checkpoint" in lines  # a branch per callback
+    assert lines[-1] == "└── scheduler: null" and "\x1b" not in tree  # plain text, for train.log too
+
+
+@pytest.mark.slow
+def test_a_run_written_to_a_pipe_has_epoch_lines_and_no_redraws(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = run_script(
+        "train.py",
+        "trainer.max_epochs=2",
+        "+trainer.limit_train_batches=20",
+        "test=false",
+        f"hydra.run.dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "\x1b" not in output  # no bar redrawn, no colour codes in a file
+    epochs = re.findall(
+        r"Epoch (\d)/2: val/loss [\d.]+, val/acc [\d.]+, train/acc [\d.]+ \([\d.]+ s\)", output
+    )
+    assert epochs == ["1", "2"]
+    assert "├── optimizer" in output and "┃ Name" in output  # the config tree and the model summary
+
+    log = (out / "train.log").read_text()  # in the run directory, not where the command ran
+    assert "Epoch 2/2: val/loss" in log and "├── optimizer" in log and "\x1b" not in log
+    assert not (ROOT / "train.log").exists()
