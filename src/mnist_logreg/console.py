@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ProgressBar, RichProgressBar
@@ -43,6 +44,19 @@ def format_results(metrics: dict[str, Any]) -> str:
     rows += [(name, f"{metrics[key]:.1f} s") for name, key in times if key in metrics]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
+
+
+class StdoutHandler(logging.StreamHandler):
+    """The console's log handler (conf/hydra/default.yaml): it writes each record to `sys.stdout` as it is
+    then, not as it was when logging was set up. While rich's progress bar is live, `sys.stdout` is rich's
+    proxy, which prints the line above the bar; written past it, the line would land inside the bar."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stdout)
+        super().emit(record)
 
 
 def config_tree(cfg: DictConfig) -> str:
