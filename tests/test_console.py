@@ -4,6 +4,7 @@ redrawn bar; the config as a tree; coloured levels in a terminal only, and train
 from __future__ import annotations
 
 import io
+import logging
 import re
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
 from conftest import ROOT, run_script
-from mnist_logreg.console import EpochLines, config_tree
+from mnist_logreg.console import EpochLines, StdoutHandler, config_tree
 from mnist_logreg.training import build_trainer
 
 
@@ -76,3 +77,12 @@ def test_a_run_written_to_a_pipe_has_epoch_lines_and_no_redraws(tmp_path: Path) 
     log = (out / "train.log").read_text()  # in the run directory, not where the command ran
     assert "Epoch 2/2: val/loss" in log and "├── optimizer" in log and "\x1b" not in log
     assert not (ROOT / "train.log").exists()
+
+
+def test_log_lines_follow_sys_stdout(monkeypatch) -> None:
+    """While rich's bar is live, `sys.stdout` is rich's proxy: a log line must go there, not past it."""
+    handler = StdoutHandler()
+    live = io.StringIO()
+    monkeypatch.setattr("sys.stdout", live)
+    handler.emit(logging.makeLogRecord({"msg": "Epoch 1/5", "levelno": logging.INFO}))
+    assert live.getvalue() == "Epoch 1/5\n"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import io
 import logging
 import shlex
+import sys
 import warnings
-from typing import Any
+from typing import Any, TextIO
 
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback, RichProgressBar
@@ -51,6 +52,19 @@ def command_line(script: str, *added: str, drop: tuple[str, ...] = ()) -> str:
     overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
     kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", *drop))]
     return " ".join(["python", script, *map(shlex.quote, kept), *added])
+
+
+class StdoutHandler(logging.StreamHandler):
+    """The console's log handler (conf/hydra/default.yaml): it writes each record to `sys.stdout` as it is
+    then, not as it was when logging was set up. While rich's progress bar is live, `sys.stdout` is rich's
+    proxy, which prints the line above the bar; written past it, the line would land inside the bar."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream or sys.stdout)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.setStream(sys.stdout)
+        super().emit(record)
 
 
 def config_tree(cfg: DictConfig) -> str:

@@ -87,12 +87,11 @@ def prepare_store(node: DictConfig) -> MlflowClient | None:
     store), before Lightning's logger looks for them: then no two jobs of a sweep both find them missing.
 
     The store's client; None where the config names no store (MLflow's default, `MLFLOW_TRACKING_URI`)."""
-    import mlflow
     from mlflow import MlflowClient
 
     # MLflow prints through a handler of its own; Hydra's handlers print every record (and keep train.log).
-    logging.getLogger(mlflow.__name__).handlers.clear()
-    logging.getLogger(mlflow.__name__).propagate = True
+    logging.getLogger("mlflow").handlers.clear()
+    logging.getLogger("mlflow").propagate = True
 
     uri = node.get("tracking_uri")
     if not uri:
@@ -134,6 +133,8 @@ def start_mlflow_run(trainer: L.Trainer, cfg: DictConfig) -> None:
     logger = mlflow_logger(trainer.loggers)
     if logger is None:
         return
+    from mlflow.entities import RunTag
+
     client, run_id = logger.experiment, logger.run_id
     run = client.get_run(run_id)
     if run.info.status != "RUNNING":  # a resumed run, finished or failed before: it runs again
@@ -157,8 +158,7 @@ def start_mlflow_run(trainer: L.Trainer, cfg: DictConfig) -> None:
     tags["run_dir"] = str(Path(cfg.paths.output_dir).resolve())
     if in_multirun():
         tags["sweep"] = sweep_name()
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
 
 
 def finish_mlflow_run(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
