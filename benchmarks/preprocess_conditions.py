@@ -81,9 +81,13 @@ def tight_crop(pixels: np.ndarray, i: int) -> Image.Image:
     return jpeg(ImageOps.invert(enlarged(pixels).crop(box)))
 
 
+def marker(pixels: np.ndarray) -> Image.Image:
+    """The enlarged digit with every stroke widened by about one MNIST pixel on each side."""
+    return enlarged(pixels).filter(ImageFilter.MaxFilter(11))
+
+
 def thick(pixels: np.ndarray, i: int) -> Image.Image:
-    """A marker: every stroke widened by about one MNIST pixel on each side."""
-    return jpeg(on_page(enlarged(pixels).filter(ImageFilter.MaxFilter(11))))
+    return jpeg(on_page(marker(pixels)))
 
 
 def lit(page: Image.Image, light: np.ndarray) -> Image.Image:
@@ -132,6 +136,16 @@ def light_on_dark(pixels: np.ndarray, i: int) -> Image.Image:
     return jpeg(on_page(enlarged(pixels), paper=(40, 52, 46), pen=(235, 235, 225)))
 
 
+def phone_photo(pixels: np.ndarray, i: int) -> Image.Image:
+    """All at once: a marker on coloured paper, in a linear shadow, cropped to the ink."""
+    ink = marker(pixels)
+    page = on_page(ink, paper=PAPERS[i % len(PAPERS)], pen=PEN)
+    left, top, right, bottom = ink.getbbox()
+    x, y = DIGIT_AT
+    page = lit(page, 0.9 - 0.5 * across_page(i)).crop((x + left, y + top, x + right, y + bottom))
+    return jpeg(page)
+
+
 def as_is(pixels: np.ndarray, i: int) -> Image.Image:
     return Image.fromarray(pixels)
 
@@ -147,6 +161,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, int], Image.Image]] = {
     "light ink on dark paper": light_on_dark,
     "stray marks away from the digit": stray_marks,
     "a phone's shadow: soft edge, 90% to 45%": shadow_edge,
+    "all at once: marker, coloured paper, shadow, tight crop": phone_photo,
 }
 
 

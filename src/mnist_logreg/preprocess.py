@@ -48,9 +48,9 @@ MAX_SIDE = 1024
 LIGHT_GRID = 64
 LIGHT_WINDOW = 0.5
 NOISE_SIGMAS = 3.0  # paper pixels lie within this many robust standard deviations of the paper's median
-# Ink must be at least this much darker than its paper: less is the paper's own grain or JPEG noise, and
-# a photo of an empty page is reported as blank instead of labelled.
-MIN_CONTRAST = 0.1
+# The darkest ink must be at least this much (of the full grey scale) darker than its paper: less is the
+# paper's own grain or JPEG noise, and a photo of an empty page is reported as blank instead of labelled.
+MIN_CONTRAST = 0.08
 # Ink is at least this strong (the strongest is 1). Fainter pixels are resampling ringing and JPEG
 # artefacts around the strokes, which would widen the ink's bounding box and shrink the digit; MNIST's own
 # faintest edge pixels go with them.
@@ -156,7 +156,8 @@ def dilated(x: torch.Tensor, half: int) -> torch.Tensor:
 def ink_strength(gray: np.ndarray) -> np.ndarray:
     """How dark each pixel is against its own paper, 0 where it is paper, stretched to 1 at the strongest."""
     paper = paper_brightness(gray)
-    contrast = np.clip((paper - gray) / paper, 0.0, 1.0).astype(np.float32)
+    darkness = paper - gray
+    contrast = np.clip(darkness / paper, 0.0, 1.0).astype(np.float32)
     background = contrast[contrast < otsu_threshold(contrast)]
     if background.size == 0:  # all one level: a blank image
         background = contrast
@@ -164,7 +165,7 @@ def ink_strength(gray: np.ndarray) -> np.ndarray:
     spread = 1.4826 * float(np.median(np.abs(background - median)))  # robust standard deviation
     floor = median + NOISE_SIGMAS * spread
     peak = float(contrast.max())
-    if peak <= floor or peak < MIN_CONTRAST:
+    if peak <= floor or float(darkness.max()) < MIN_CONTRAST * 255:
         raise ImageError("no digit found: the image is blank")
     ink = np.clip((contrast - floor) / (peak - floor), 0.0, 1.0)
     ink[ink < FAINT] = 0.0
