@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -165,25 +166,29 @@ CONDITIONS: dict[str, Callable[[np.ndarray, int], Image.Image]] = {
 }
 
 
+def rendered(render: Callable[[np.ndarray, int], Image.Image], digits: np.ndarray) -> list[Image.Image]:
+    return [render(pixels, i) for i, pixels in enumerate(digits)]
+
+
 def agreement(
     model: torch.nn.Module,
     to_mnist: Callable[[Image.Image], torch.Tensor],
-    render: Callable[[np.ndarray, int], Image.Image],
+    images: list[Image.Image],
     digits: np.ndarray,
 ) -> tuple[float, int]:
-    """The share of `digits` rendered by `render` that get the clean digit's prediction, and how many of
-    them were refused."""
-    images, readable = [], []
-    for i, pixels in enumerate(digits):
+    """The share of `images` (renderings of `digits`, in order) that get the clean digit's prediction, and
+    how many of them were refused."""
+    inputs, readable = [], []
+    for image in images:
         try:
-            images.append(to_mnist(render(pixels, i)))
+            inputs.append(to_mnist(image))
             readable.append(True)
         except UserError:  # "no digit found": a miss
-            images.append(torch.zeros(1, 28, 28))
+            inputs.append(torch.zeros(1, 28, 28))
             readable.append(False)
     with torch.no_grad():
         clean = model(torch.from_numpy(digits).float() / 255).argmax(1)
-        seen = model(torch.stack(images)).argmax(1)
+        seen = model(torch.stack(inputs)).argmax(1)
     read = torch.tensor(readable)
     return float(((seen == clean) & read).float().mean()), int((~read).sum())
 
@@ -219,6 +224,7 @@ def main() -> None:
     parser.add_argument("--ckpt", type=Path, help="a checkpoint (default: train the tests' short one)")
     parser.add_argument("--before", metavar="REF", help="also score preprocess.py as it was at this commit")
     args = parser.parse_args()
+    torch.set_num_threads(1)  # as predict.py: each image's operations are too small to share out
     digits = MNIST(str(ROOT / "data"), train=False).data[: args.count].numpy()
     with tempfile.TemporaryDirectory() as folder:
         model, _ = load_checkpoint(args.ckpt or short_checkpoint(Path(folder) / "run"))
@@ -234,12 +240,20 @@ def main() -> None:
         )
         print("| condition | " + " | ".join(versions) + " |")
         print("|---|" + "---:|" * len(versions))
+        seconds = dict.fromkeys(versions, 0.0)
         for name, render in CONDITIONS.items():
-            cells = []
-            for version in versions.values():
-                score, refused = agreement(model, version, render, digits)
+            images, cells = rendered(render, digits), []
+            for version, preprocess in versions.items():
+                started = time.perf_counter()
+                score, refused = agreement(model, preprocess, images, digits)
+                seconds[version] += time.perf_counter() - started
                 cells.append(f"{score:.1%}" + (f" ({refused})" if refused else ""))
             print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+        count = len(digits) * len(CONDITIONS)
+        print(
+            "\nPreprocessing time per image: "
+            + ", ".join(f"{v} {1000 * t / count:.1f} ms" for v, t in seconds.items())
+        )
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def model_and_digits(trained_run: Path) -> tuple[torch.nn.Module, np.ndarray]:
 @pytest.mark.parametrize("name", list(benchmark.CONDITIONS))
 def test_each_condition_reads_as_the_clean_digit(model_and_digits, name: str) -> None:
     model, digits = model_and_digits
-    share, refused = benchmark.agreement(model, to_mnist, benchmark.CONDITIONS[name], digits)
+    images = benchmark.rendered(benchmark.CONDITIONS[name], digits)
+    share, refused = benchmark.agreement(model, to_mnist, images, digits)
     assert refused == 0
     assert share >= GOAL, f"{name}: {share:.1%} of {len(digits)} digits get the clean digit's prediction"

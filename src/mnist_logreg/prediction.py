@@ -112,6 +112,8 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     if cfg.get("images") in (None, "", "???"):
         raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
     files = find_images(str(cfg.images))
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
     model, _ = load_checkpoint(cfg.get("ckpt_path"))
     rows = predict_files(model, files)
     folder = Path(cfg.paths.output_dir)

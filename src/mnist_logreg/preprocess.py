@@ -61,7 +61,7 @@ FAINT = 0.1
 GROUPING = 1 / 64
 NEAR = 0.25
 # A digit whose strokes are wider than this (in pixels of the 20x20 box) is thinned by THIN_BY pixels on
-# each side: MNIST's strokes are rarely this wide, and a linear model reads a marker's digit as another.
+# each side: few of MNIST's strokes are this wide, and a linear model reads a marker's digit as another.
 # Thinning needs image pixels of at most 1 / THIN_MIN_SCALE of a box pixel; coarser images are kept as
 # they are (so an MNIST digit enlarged by a small factor still gets its own image back).
 THICK = 3.4
@@ -148,7 +148,8 @@ def paper_brightness(gray: np.ndarray) -> np.ndarray:
 
 
 def dilated(x: torch.Tensor, half: int) -> torch.Tensor:
-    """Maximum over a (2 half + 1)-pixel square, row and column apart (the same, and much cheaper)."""
+    """Maximum over each (2 half + 1)-pixel square that fits in `x` (so 2 half pixels smaller each way: the
+    caller pads), taken along rows and then columns, which is the same and much cheaper."""
     size = 2 * half + 1
     return F.max_pool2d(F.max_pool2d(x, (size, 1), stride=1), (1, size), stride=1)
 
