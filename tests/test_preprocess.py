@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
@@ -67,6 +67,58 @@ def test_transparent_background_counts_as_paper() -> None:
     ink = np.zeros((60, 100, 4), dtype=np.uint8)  # black ink drawn on a transparent layer
     ink[10:50, 30:50, 3] = 255
     assert torch.equal(to_mnist(Image.fromarray(ink, mode="RGBA")), to_mnist(paper()))
+
+
+def ring(margin: int) -> Image.Image:
+    """A "0" drawn with a marker: a thick ellipse, `margin` pixels of paper around it."""
+    image = Image.new("L", (60 + 2 * margin, 80 + 2 * margin), 255)
+    ImageDraw.Draw(image).ellipse((margin, margin, margin + 59, margin + 79), outline=0, width=18)
+    return image
+
+
+def test_a_digit_cropped_to_its_ink_reads_as_on_a_page() -> None:
+    tight = ring(margin=0)
+    assert (np.asarray(tight) < 128).mean() > 0.5  # mostly ink: the image's median is not the paper
+    assert torch.equal(to_mnist(tight), to_mnist(ring(margin=20)))
+
+
+def test_a_linear_shadow_across_the_page_cancels_out() -> None:
+    clean = np.asarray(paper(size=(200, 120), ink_box=(60, 20, 100, 100)), dtype=np.float64)
+    light = np.linspace(0.9, 0.4, 200)  # left to right, on paper and ink alike
+    shaded = Image.fromarray((clean * light).round().astype(np.uint8))
+    assert torch.equal(to_mnist(shaded), to_mnist(Image.fromarray(clean.astype(np.uint8))))
+
+
+def test_stray_marks_away_from_the_digit_are_left_out() -> None:
+    page = paper(size=(200, 120), ink_box=(60, 20, 100, 100))
+    clean = to_mnist(page)
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((5, 5, 9, 9), fill=0)  # a speck in a corner
+    draw.line((150, 110, 195, 105), fill=0, width=2)  # a pen line along the edge
+    assert torch.equal(to_mnist(page), clean)
+
+
+def test_a_marker_stroke_is_thinned_where_the_image_is_fine_enough() -> None:
+    def bar(scale: int) -> Image.Image:  # a "1" 6 box pixels wide (MNIST's are about 2), at `scale`x
+        return paper(size=(40 * scale, 40 * scale), ink_box=(17 * scale, 10 * scale, 23 * scale, 30 * scale))
+
+    def width(image: Image.Image) -> int:
+        return int((to_mnist(image)[0] > 0.5).any(0).sum())
+
+    assert width(bar(1)) == width(bar(2)) == 6  # too coarse to thin by less than a pixel: as it is
+    assert width(bar(10)) == 5  # half a box pixel off each side
+
+
+def test_a_large_photo_is_shrunk_by_a_whole_factor_first() -> None:
+    drawing = ring(margin=30)  # 120 x 140
+    huge = drawing.resize((120 * 30, 140 * 30), Image.Resampling.NEAREST)  # 4 times MAX_SIDE
+    assert torch.equal(to_mnist(huge), to_mnist(drawing.resize((120 * 6, 140 * 6), Image.Resampling.NEAREST)))
+
+
+def test_a_photo_of_an_empty_page_is_blank() -> None:
+    grain = np.random.default_rng(0).normal(0, 3, (300, 400))  # grey paper and a camera's noise
+    with pytest.raises(ImageError, match="blank"):
+        to_mnist(Image.fromarray((200 + grain).round().astype(np.uint8)))
 
 
 def test_unusable_files_raise_a_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Label a person's own digit images with a trained checkpoint: predictions.csv and a printed table."""
+"""Label a person's own digit images with a trained checkpoint: predictions.csv, the 28x28 image the model
+saw for each one (inputs/), and a printed table."""
 
 from __future__ import annotations
 
@@ -9,17 +10,20 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
+from PIL import Image
 
 from mnist_logreg.checkpoints import load_classifier
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
-from mnist_logreg.records import write_text
+from mnist_logreg.records import replaced_atomically, write_text
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("path", "prediction", "probability", "error")
+COLUMNS = ("path", "prediction", "probability", "error", "input")
+INPUTS = "inputs"  # the folder, beside predictions.csv, of the 28x28 images the model saw
 
 
 @dataclass
@@ -28,6 +32,8 @@ class Prediction:
     prediction: int | None = None
     probability: float | None = None
     error: str = ""
+    input: str = ""  # the 28x28 image the model saw, relative to predictions.csv
+    pixels: torch.Tensor | None = None  # that image, 1 x 28 x 28 in [0, 1]
 
 
 def find_images(spec: str) -> list[Path]:
@@ -47,22 +53,34 @@ def find_images(spec: str) -> list[Path]:
 
 
 def predict_files(model: torch.nn.Module, files: list[Path]) -> list[Prediction]:
-    """Every file gets a row: its prediction and probability, or why it could not be read."""
-    rows, images = [], []
+    """Every file gets a row: its prediction, probability and model input, or why it could not be read."""
+    rows = []
     for path in files:
         try:
-            images.append(to_mnist(load_image(path)))
-            rows.append(Prediction(str(path)))
+            rows.append(Prediction(str(path), pixels=to_mnist(load_image(path))))
         except ImageError as error:
             rows.append(Prediction(str(path), error=str(error)))
-    if images:
+    readable = [row for row in rows if row.pixels is not None]
+    if readable:
         with torch.no_grad():
-            probs = model(torch.stack(images)).softmax(1)
+            probs = model(torch.stack([row.pixels for row in readable])).softmax(1)
         confidence, labels = probs.max(1)
-        readable = [row for row in rows if not row.error]
         for row, label, p in zip(readable, labels.tolist(), confidence.tolist(), strict=True):
             row.prediction, row.probability = label, p
     return rows
+
+
+def write_inputs(folder: Path, rows: list[Prediction]) -> None:
+    """Each readable image's model input as a 28x28 grayscale PNG, bright ink on black as in MNIST, named
+    by its row (so that files of the same name from different folders do not collide) and its file name."""
+    digits = len(str(len(rows)))
+    for number, row in enumerate(rows, start=1):
+        if row.pixels is None:
+            continue
+        row.input = f"{INPUTS}/{number:0{digits}d}_{Path(row.path).stem}.png"
+        pixels = (row.pixels[0].numpy() * 255).round().astype(np.uint8)
+        with replaced_atomically(folder / row.input) as tmp:
+            Image.fromarray(pixels).save(tmp, format="PNG")
 
 
 def write_csv(path: Path, rows: list[Prediction]) -> None:
@@ -73,7 +91,7 @@ def write_csv(path: Path, rows: list[Prediction]) -> None:
     for row in rows:
         probability = "" if row.probability is None else f"{row.probability:.4f}"
         prediction = "" if row.prediction is None else row.prediction
-        writer.writerow([row.path, prediction, probability, row.error])
+        writer.writerow([row.path, prediction, probability, row.error, row.input])
     write_text(path, text.getvalue())
 
 
@@ -89,14 +107,19 @@ def format_table(rows: list[Prediction]) -> str:
 
 
 def predict(cfg: DictConfig) -> list[Prediction]:
-    """Preprocess each image as MNIST was made, classify them in one batch, write and print the results."""
+    """Preprocess each image as MNIST was made, classify them in one batch, write and print the results and
+    the images the model saw."""
     if cfg.get("images") in (None, "", "???"):
         raise UserError("images is required: add images=PATH (a file, a folder, or a quoted glob)")
     files = find_images(str(cfg.images))
+    if cfg.get("cpu_threads"):
+        torch.set_num_threads(cfg.cpu_threads)
     rows = predict_files(load_classifier(cfg.get("ckpt_path")), files)
-    output = Path(cfg.paths.output_dir) / "predictions.csv"
-    write_csv(output, rows)
-    log.info("Predictions (%s):\n%s", output, format_table(rows))
+    folder = Path(cfg.paths.output_dir)
+    write_inputs(folder, rows)
+    output = folder / "predictions.csv"
+    write_csv(output, rows)  # last: its presence means the run finished
+    log.info("Predictions (%s; what the model saw: %s):\n%s", output, folder / INPUTS, format_table(rows))
     failed = sum(1 for row in rows if row.error)
     if failed == len(rows):
         raise UserError(f"no file could be labelled ({len(rows)} tried): see the errors in {output}")
