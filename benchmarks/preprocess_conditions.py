@@ -2,13 +2,13 @@
 
     python benchmarks/preprocess_conditions.py [--count 1000] [--start 0] [--ckpt best.ckpt] [--before REF]
 
-Each condition renders a test digit as a photo or a scan might show it (one change from the plain scan per
-row) and scores the share of digits that `to_mnist` + the model give the prediction the clean 28x28 digit
-gets; an image refused ("no digit found") counts as a miss. Without `--ckpt` it first trains the tests'
-short checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100 batches, lr 0.1) into a temporary
-folder. `--before REF` adds a column for the preprocessing as it was at a git commit, run in the same
-process on the same digits. The table is printed in Markdown; tests/test_preprocess_conditions.py holds
-each row to the goal.
+Each condition renders a test digit as a photo or a scan might show it (one change from the plain scan
+per row, all of them in the last) and scores the share of digits that `to_mnist` and the model give the
+prediction the clean 28x28 digit gets; an image refused ("no digit found") counts as a miss. Without
+`--ckpt` it first trains the tests' short checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100
+batches, lr 0.1) into a temporary folder. `--before REF` adds a column for the preprocessing as it was at
+a git commit, run in the same process on the same images. The table is printed in Markdown
+(docs/predict.md); tests/test_preprocess_conditions.py holds each row to the goal.
 """
 
 from __future__ import annotations
