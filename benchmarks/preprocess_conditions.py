@@ -1,14 +1,14 @@
 """How well `predict.py` reads MNIST test digits made to look like a person's photos, condition by condition.
 
-    python benchmarks/preprocess_conditions.py [--count 1000] [--ckpt best.ckpt] [--before REF]
+    python benchmarks/preprocess_conditions.py [--count 1000] [--start 0] [--ckpt best.ckpt] [--before REF]
 
-Each condition renders a test digit as a photo or a scan might show it (one change from the plain scan per
-row) and scores the share of digits that `to_mnist` + the model give the prediction the clean 28x28 digit
-gets; an image refused ("no digit found") counts as a miss. Without `--ckpt` it first trains the tests'
-short checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100 batches, lr 0.1) into a temporary
-folder. `--before REF` adds a column for the preprocessing as it was at a git commit, run in the same
-process on the same digits. The table is printed in Markdown; tests/test_preprocess_conditions.py holds
-each row to the goal.
+Each condition renders a test digit as a photo or a scan might show it (one change from the plain scan
+per row, all of them in the last) and scores the share of digits that `to_mnist` and the model give the
+prediction the clean 28x28 digit gets; an image refused ("no digit found") counts as a miss. Without
+`--ckpt` it first trains the tests' short checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100
+batches, lr 0.1) into a temporary folder. `--before REF` adds a column for the preprocessing as it was at
+a git commit, run in the same process on the same images. The table is printed in Markdown
+(docs/predict.md); tests/test_preprocess_conditions.py holds each row to the goal.
 """
 
 from __future__ import annotations
@@ -220,12 +220,13 @@ def preprocessing_at(ref: str, folder: Path) -> ModuleType:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=1000, help="test digits per condition (the first N)")
+    parser.add_argument("--count", type=int, default=1000, help="test digits per condition")
+    parser.add_argument("--start", type=int, default=0, help="index of the first test digit")
     parser.add_argument("--ckpt", type=Path, help="a checkpoint (default: train the tests' short one)")
     parser.add_argument("--before", metavar="REF", help="also score preprocess.py as it was at this commit")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as predict.py: each image's operations are too small to share out
-    digits = MNIST(str(ROOT / "data"), train=False).data[: args.count].numpy()
+    digits = MNIST(str(ROOT / "data"), train=False).data[args.start : args.start + args.count].numpy()
     with tempfile.TemporaryDirectory() as folder:
         model, _ = load_checkpoint(args.ckpt or short_checkpoint(Path(folder) / "run"))
         versions = {"now": to_mnist}
@@ -235,8 +236,8 @@ def main() -> None:
                 **versions,
             }
         print(
-            f"{len(digits)} MNIST test digits per condition: the share that gets the clean digit's prediction"
-            " (refused as blank)\n"
+            f"MNIST test digits {args.start} to {args.start + len(digits) - 1} in each condition: the share"
+            " that gets the clean digit's prediction (refused as blank)\n"
         )
         print("| condition | " + " | ".join(versions) + " |")
         print("|---|" + "---:|" * len(versions))
