@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
-import re
-from pathlib import Path
 
 import pytest
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
-from conftest import ROOT, run_script
-from mnist_logreg.console import EpochLines, StdoutHandler, config_tree
+from mnist_logreg.callbacks.progress import EpochLines
+from mnist_logreg.console import StdoutHandler, config_tree
 from mnist_logreg.training import build_trainer
 
 
@@ -53,30 +51,6 @@ def test_the_config_tree_has_a_branch_per_group(compose_train) -> None:
     )
     assert "├── callbacks" in lines and "│   ├── model_checkpoint" in lines  # a branch per callback
     assert lines[-1] == "└── scheduler: null" and "\x1b" not in tree  # plain text, for train.log too
-
-
-@pytest.mark.slow
-def test_a_run_written_to_a_pipe_has_epoch_lines_and_no_redraws(tmp_path: Path) -> None:
-    out = tmp_path / "run"
-    result = run_script(
-        "train.py",
-        "trainer.max_epochs=2",
-        "+trainer.limit_train_batches=20",
-        "test=false",
-        f"hydra.run.dir={out}",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = result.stdout + result.stderr
-    assert "\r" not in output and "\x1b" not in output  # no bar redrawn, no colour codes in a file
-    epochs = re.findall(
-        r"Epoch (\d)/2: val/loss [\d.]+, val/acc [\d.]+, train/acc [\d.]+ \([\d.]+ s\)", output
-    )
-    assert epochs == ["1", "2"]
-    assert "├── optimizer" in output and "┃ Name" in output  # the config tree and the model summary
-
-    log = (out / "train.log").read_text()  # in the run directory, not where the command ran
-    assert "Epoch 2/2: val/loss" in log and "├── optimizer" in log and "\x1b" not in log
-    assert not (ROOT / "train.log").exists()
 
 
 def test_log_lines_follow_sys_stdout(monkeypatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.training import train
@@ -34,7 +35,19 @@ def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) 
     assert 0.5 < metrics["test/acc"] < 1.0 and 0.5 < metrics["val/acc"] < 1.0  # chance is 0.1
     assert metrics["fit_time_s"] > 0 and metrics["test_time_s"] > 0 and metrics["steps"] == 200
     assert OmegaConf.load(out / ".hydra" / "config.yaml").optimizer.lr == 0.1  # the composed config
-    assert "test/acc" in result.stderr + result.stdout  # the final results table
+    output = result.stdout + result.stderr
+    assert "test/acc" in output  # the final results table
+    # Output to a pipe: one line per epoch instead of a progress bar redrawn into it, no colour codes; the
+    # config tree and the model summary.
+    assert "\r" not in output and "\x1b" not in output
+    epochs = re.findall(
+        r"Epoch (\d)/2: val/loss [\d.]+, val/acc [\d.]+, train/acc [\d.]+ \([\d.]+ s\)", output
+    )
+    assert epochs == ["1", "2"]
+    assert "├── optimizer" in output and "┃ Name" in output
+    log = (out / "train.log").read_text()  # in the run directory, not where the command ran
+    assert "Epoch 2/2: val/loss" in log and "├── optimizer" in log and "\x1b" not in log
+    assert not (ROOT / "train.log").exists()
 
     events = EventAccumulator(str(out / "tensorboard"))
     events.Reload()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import matplotlib.pyplot as plt
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
@@ -48,7 +49,8 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
         figure.savefig(tmp, format="png", dpi=100)
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure("lr_find", figure)
+            logger.experiment.add_figure("lr_find", figure, close=False)
+    plt.close(figure)  # Lightning draws it with pyplot, which keeps every figure until it is closed
     write_json(output_dir / "lr_find.json", result)
     if suggestion is None:
         log.warning("No suggestion: the loss never fell steadily; widen lr_find.min_lr/max_lr. See %s", path)
