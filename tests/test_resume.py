@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -62,6 +63,39 @@ class TermAt(CrashAt):
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+class Usr2At(CrashAt):
+    """Sends this process SIGUSR2 during a step, as SLURM does before a submitit job's time limit."""
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+
+class Submitit:
+    """Stands in for submitit in one of its jobs: its requeue handler on USR2, which checkpoints the job's
+    submission and requeues it, then ends the process (a local job ends with status 3), or raises when it
+    will not requeue."""
+
+    def __init__(self, last: Path, requeues: bool) -> None:
+        self.last, self.requeues, self.saw_step = last, requeues, None
+
+    def checkpoint_and_try_requeue(self, signum: int, frame: Any) -> None:
+        if self.last.exists():  # saved before the hand-over
+            self.saw_step = torch.load(self.last, weights_only=True)["global_step"]
+        if not self.requeues:
+            raise RuntimeError("Job not requeued because: timed-out too many times.")
+        sys.exit(3)
+
+
+@pytest.fixture
+def submitit_job(monkeypatch: pytest.MonkeyPatch):
+    """This process as a submitit job, with `handler` on USR2, as submitit sets it."""
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    previous = signal.getsignal(signal.SIGUSR2)
+    yield lambda handler: signal.signal(signal.SIGUSR2, handler)
+    signal.signal(signal.SIGUSR2, previous)
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -148,6 +182,55 @@ def test_a_sweep_job_stopped_by_sigterm_records_interrupted(
     assert record["status"] == "interrupted"
     assert record["error"].startswith("SIGTERM at step 4; to finish the job: python ")
     assert record["error"].endswith(f"ckpt_path={tmp_path / 'job' / 'checkpoints' / 'last.ckpt'}")
+
+
+def test_a_requeued_submitit_job_saves_hands_over_and_continues_by_itself(
+    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, submitit_job
+) -> None:
+    """USR2 mid-epoch: `last.ckpt` at the end of that step, then submitit's handler (which requeues the job).
+    The job started again with the same command continues from there, and ends like an uninterrupted run."""
+    whole = run_tiny("whole")
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    submitit = Submitit(last, requeues=True)
+    submitit_job(submitit.checkpoint_and_try_requeue)
+    stop = ("+callbacks.stop._target_=test_resume.Usr2At", "+callbacks.stop.step=13")
+    with pytest.raises(SystemExit) as stopped:
+        run_tiny("job", *stop)
+    assert stopped.value.code == 3 and submitit.saw_step == 14  # submitit's exit, after the save
+    assert f"SIGUSR2: saved {last} at step 14; submitit requeues this job" in caplog.text
+    assert not (tmp_path / "job" / "metrics.json").exists()
+
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.resume"):
+        again = run_tiny("job")  # the requeued job: the same command, no ckpt_path
+    assert f"ckpt_path=auto: resuming from {last}" in caplog.text
+    assert numbers(again) == numbers(whole)
+    assert same_weights(final_weights(tmp_path / "job"), final_weights(tmp_path / "whole"))
+
+
+def test_a_submitit_job_that_is_not_requeued_ends_like_sigterm(
+    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, submitit_job
+) -> None:
+    last = tmp_path / "job" / "checkpoints" / "last.ckpt"
+    submitit = Submitit(last, requeues=False)
+    submitit_job(submitit.checkpoint_and_try_requeue)
+    with pytest.raises(SystemExit) as stopped:
+        run_tiny("job", "+callbacks.stop._target_=test_resume.Usr2At", "+callbacks.stop.step=3")
+    assert stopped.value.code == 143 and submitit.saw_step == 4
+    (line,) = [line for line in caplog.messages if "not requeued" in line]
+    assert line.startswith("SIGUSR2: not requeued (Job not requeued because: timed-out too many times.); ")
+    assert " to finish the run: python " in line and line.endswith(f"ckpt_path={last}")
+
+
+def test_outside_submitit_usr2_is_left_alone(
+    run_tiny, tmp_path: Path, submitit_job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only submitit's handler is deferred, and only in a submitit job."""
+    monkeypatch.delenv("SUBMITIT_EXECUTOR")
+    submitit = Submitit(tmp_path / "job" / "checkpoints" / "last.ckpt", requeues=True)
+    submitit_job(submitit.checkpoint_and_try_requeue)
+    with pytest.raises(SystemExit) as stopped:  # the handler ran at once, mid-step: nothing saved first
+        run_tiny("job", "+callbacks.stop._target_=test_resume.Usr2At", "+callbacks.stop.step=3")
+    assert stopped.value.code == 3 and submitit.saw_step is None
 
 
 def start_train(*overrides: str, log: Path) -> subprocess.Popen:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import submitit
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -51,6 +55,44 @@ def test_submitit_local_runs_each_job_in_its_own_process_with_its_outputs(tmp_pa
     assert len(pids) == 2 and str(launcher.pid) not in pids
 
 
+@pytest.mark.slow
+def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Path) -> None:
+    """SLURM's signal before a time limit (USR2), sent to a local submitit job mid-epoch: the job saves,
+    submitit requeues it, and it runs again in its own directory from that checkpoint, by itself. Its twin
+    in the same sweep, never signalled, ends with the same numbers and weights."""
+    command = [sys.executable, str(ROOT / "train.py"), "-m", "hydra/launcher=submitit_local"]
+    command += ["trainer.accelerator=cpu", "trainer.max_epochs=4", "callbacks.progress_bar.refresh_rate=0"]
+    command += [f"hydra.sweep.dir={tmp_path}", "seed=0,0"]  # two identical jobs
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    job = tmp_path / "0"
+    deadline = time.monotonic() + 120
+    while not (job / "checkpoints" / "last.ckpt").exists():  # the end of epoch 0: three epochs to go
+        assert time.monotonic() < deadline and launcher.poll() is None, "job 0 never saved a checkpoint"
+        time.sleep(0.005)
+    # The TensorBoard event file's name ends with the writing process's id: job 0's process.
+    (events,) = (job / "tensorboard").glob("events.out.tfevents.*")
+    os.kill(int(events.name.split(".")[-2]), signal.SIGUSR2)
+    output, _ = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, output.decode()[-3000:]
+
+    log = (job / "train.log").read_text()
+    (saved,) = re.findall(r"SIGUSR2: saved (\S+) at step (\d+); submitit requeues this job", log)
+    assert saved[0] == str(job / "checkpoints" / "last.ckpt") and 550 < int(saved[1]) < 2200
+    assert f"ckpt_path=auto: resuming from {saved[0]}" in log
+    assert log.count("[submitit][INFO] - Requeued job ") == 1  # submitit's own line, in the job's log
+    assert "Requeued" not in (tmp_path / "1" / "train.log").read_text()
+
+    times = ("fit_time_s", "test_time_s", "ckpt_path")
+    numbers = [
+        {k: v for k, v in json.loads((tmp_path / j / "metrics.json").read_text()).items() if k not in times}
+        for j in ("0", "1")
+    ]
+    assert numbers[0] == numbers[1] and numbers[0]["status"] == "completed" and numbers[0]["steps"] == 2200
+    weights = [torch.load(tmp_path / j / "checkpoints" / "last.ckpt", weights_only=True) for j in ("0", "1")]
+    assert all(torch.equal(weights[0]["state_dict"][k], v) for k, v in weights[1]["state_dict"].items())
+
+
 def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The preset's knobs, as hydra-submitit-launcher hands them to submitit, and as submitit writes them.
 
@@ -85,3 +127,5 @@ def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pyt
         assert f"#SBATCH {line}\n" in script
     assert "#SBATCH --cpus-per-task=4\n" in script and "#SBATCH --mem=8GB\n" in script
     assert "\nmodule load cuda\n" in script and "\nsrun " in script
+    # The time limit's warning, on which a job saves and is requeued, up to 3 times.
+    assert "#SBATCH --signal=USR2@120\n" in script and executor._executor.max_num_timeout == 3

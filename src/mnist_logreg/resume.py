@@ -149,8 +149,16 @@ def _plain(value: Any) -> Any:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """`ckpt_path=auto`: this run directory's `checkpoints/last.ckpt` if an earlier attempt left one (a job
-    requeued after preemption, a run started again with the same `hydra.run.dir`), else a fresh start."""
+    """`ckpt_path=auto`: this run directory's `checkpoints/last.ckpt` if an earlier attempt left one (a run
+    started again with the same `hydra.run.dir`), else a fresh start.
+
+    A submitit job (`hydra/launcher=slurm` or `submitit_local`) without a `ckpt_path` is `auto`: when SLURM or
+    submitit starts it again after a time limit, a preemption or a node failure, it runs in its own job
+    directory again and continues from there. A new sweep's directories hold no checkpoint, so its jobs start
+    afresh. This is what Lightning does on SLURM with its own requeue checkpoint (`hpc_ckpt_*.ckpt`).
+    """
+    if ckpt_path is None and in_submitit_job():
+        ckpt_path = "auto"
     if ckpt_path != "auto":
         return ckpt_path or None
     last = Path(output_dir) / "checkpoints" / "last.ckpt"
@@ -159,6 +167,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         return str(last)
     log.info("ckpt_path=auto: no %s yet, starting afresh", last)
     return None
+
+
+def in_submitit_job() -> bool:
+    """Whether this process runs a job that submitit submitted (the variable is submitit's own test)."""
+    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
 
 
 def resume_command(path: Path) -> str:

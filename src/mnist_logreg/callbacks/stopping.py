@@ -1,4 +1,5 @@
-"""How training ends early: a diverged loss (the run failed), or Ctrl-C or SIGTERM (saved, resumable)."""
+"""How training ends early: a diverged loss (the run failed), or a signal (Ctrl-C, SIGTERM, a requeue): saved,
+resumable."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import math
 import signal
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -13,8 +16,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from mnist_logreg.errors import UserError, in_multirun, record_status
-from mnist_logreg.resume import last_checkpoint_path, resume_command
+from mnist_logreg.errors import UserError, in_multirun, one_line, record_status
+from mnist_logreg.resume import in_submitit_job, last_checkpoint_path, resume_command
 
 log = logging.getLogger(__name__)
 
@@ -49,40 +52,51 @@ class StopOnDivergence(Callback):
 # The exit status of a process ended by SIGTERM, as a shell reports it: 128 + the signal's number.
 SIGTERM_EXIT = 128 + signal.SIGTERM
 
+Handler = Callable[[int, FrameType | None], Any]
+
 
 class StopOnInterrupt(Callback):
-    """Ctrl-C or SIGTERM ends training after the current step, with `last.ckpt` saved there.
+    """Ctrl-C, SIGTERM or submitit's requeue signal ends training after the current step, with `last.ckpt`
+    saved there.
 
     Lightning alone turns Ctrl-C into a KeyboardInterrupt wherever it lands (mid optimizer step, say) and
     saves nothing; on SIGTERM (a cluster's time limit or preemption, `docker stop`, `kill`) it stops at once,
-    mid-validation too, saves nothing and exits with status 0, as if the run had succeeded. Here either
-    signal is noted and acted on when the current training step (and a validation under way) ends: a
-    checkpoint that an uninterrupted run could have written (so a run resumed from it ends with the same
-    numbers), one line with the command that resumes it, and the exit Lightning gives an interrupted fit
-    (status 1) for Ctrl-C, 143 (128 + SIGTERM) for SIGTERM. No metrics.json is written; a sweep job's says
-    `interrupted`. A second Ctrl-C stops at once. Under DDP every rank stops at the first step at which any
-    rank has seen the signal.
+    mid-validation too, saves nothing and exits with status 0, as if the run had succeeded. Here the signal
+    is noted and acted on when the current training step (and a validation under way) ends, with a checkpoint
+    that an uninterrupted run could have written, so a run resumed from it ends with the same numbers:
+
+    - Ctrl-C and SIGTERM: one line with the command that resumes the run, and the exit Lightning gives an
+      interrupted fit (status 1) for Ctrl-C, 143 (128 + SIGTERM) for SIGTERM. No metrics.json is written; a
+      sweep job's says `interrupted`. A second Ctrl-C stops at once.
+    - In a submitit job, the signal submitit requeues on (USR2: SLURM sends it `signal_delay_s` before the
+      time limit, and at a preemption where the cluster allows): the checkpoint, then submitit's own handler,
+      which requeues the job. The job runs again in its own directory and continues from `last.ckpt`
+      (`resume.resolve_ckpt_path`), instead of from the last validation's.
+
+    Under DDP every rank stops at the first step at which any rank has seen the signal.
     """
 
     def __init__(self) -> None:
-        self._signal: str | None = None
+        self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._requeue_handlers: dict[int, Handler] = {}
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._signal = None
+        self._signum = None
         # Only the main thread may set handlers, and a process started to ignore SIGINT (`cmd &` in a script)
         # keeps ignoring it. This replaces Lightning's SIGTERM handler for the fit; Lightning puts back the
         # handlers it found when the fit ends.
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        self._requeue_handlers = submitit_requeue_handlers()
+        for signum in (signal.SIGINT, signal.SIGTERM, *self._requeue_handlers):
             if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
-        self._signal = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self._signum = signum
         self._restore_handlers()  # a second signal acts at once
-        log.warning("%s: stopping after this step with a checkpoint", self._signal)
+        log.warning("%s: stopping after this step with a checkpoint", signal_name(signum))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -100,18 +114,27 @@ class StopOnInterrupt(Callback):
 
     def _stop_if_requested(self, trainer: L.Trainer) -> None:
         # A SIGTERM before training started reached Lightning's handler, which sets `received_sigterm`.
-        name = self._signal or ("SIGTERM" if trainer.received_sigterm else None)
-        terminated = name == "SIGTERM"
-        requested = name is not None
+        signum = self._signum or (signal.SIGTERM if trainer.received_sigterm else None)
+        requested = signum is not None
+        requeue = signum in self._requeue_handlers
+        terminated = signum == signal.SIGTERM
         if trainer.world_size > 1:  # ranks see a signal at different steps: stop together at the first
             requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
+            requeue = trainer.strategy.reduce_boolean_decision(requeue, all=False)
             terminated = trainer.strategy.reduce_boolean_decision(terminated, all=False)
-            name = name or ("SIGTERM" if terminated else "Ctrl-C")
+            if requested and signum is None:
+                signum = next(iter(self._requeue_handlers)) if requeue else None
+                signum = signum or (signal.SIGTERM if terminated else signal.SIGINT)
         if not requested:
             return
+        self._signum = None
+        name = signal_name(signum)
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
         command = resume_command(path)
+        if requeue:
+            self._hand_over_to_submitit(trainer, signum, path, command)
+            return
         log.error(
             "%s: stopped at step %d and saved %s; to finish the run: %s",
             name,
@@ -119,15 +142,57 @@ class StopOnInterrupt(Callback):
             path,
             command,
         )
-        if trainer.is_global_zero and in_multirun():
-            record_status(
-                "interrupted", f"{name} at step {trainer.global_step}; to finish the job: {command}"
-            )
+        self._record_interrupted(
+            trainer, f"{name} at step {trainer.global_step}; to finish the job: {command}"
+        )
         if terminated:
             raise SystemExit(SIGTERM_EXIT)
         raise KeyboardInterrupt
+
+    def _hand_over_to_submitit(self, trainer: L.Trainer, signum: int, path: Path, command: str) -> None:
+        """submitit's handler requeues the job and ends this process (rank 0); other ranks go on until the
+        requeue stops them, as submitit has it. It raises when it will not requeue (the job has used up its
+        `max_num_timeout` requeues, or cannot be checkpointed): then this ends like SIGTERM."""
+        name, step = signal_name(signum), trainer.global_step
+        log.warning(
+            "%s: saved %s at step %d; submitit requeues this job, which continues from there",
+            name,
+            path,
+            step,
+        )
+        self._record_interrupted(trainer, f"{name} at step {step}: requeued by submitit; by hand: {command}")
+        try:
+            self._requeue_handlers[signum](signum, None)
+        except Exception as error:
+            log.error("%s: not requeued (%s); to finish the run: %s", name, one_line(error), command)
+            self._record_interrupted(
+                trainer, f"{name} at step {step}, not requeued; to finish the job: {command}"
+            )
+            raise SystemExit(SIGTERM_EXIT) from error
+
+    @staticmethod
+    def _record_interrupted(trainer: L.Trainer, reason: str) -> None:
+        if trainer.is_global_zero and in_multirun():
+            record_status("interrupted", reason)
 
     def _restore_handlers(self) -> None:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+def submitit_requeue_handlers() -> dict[int, Handler]:
+    """submitit's checkpoint-and-requeue handler, by the signal it is set on (USR2 unless the job's
+    SUBMITIT_PREEMPT_SIGNAL names another), when this process is a submitit job; else nothing."""
+    if not in_submitit_job():
+        return {}
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR1, signal.SIGUSR2)}
+    return {
+        signum: handler
+        for signum, handler in handlers.items()
+        if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue"
+    }
+
+
+def signal_name(signum: int) -> str:
+    return "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
