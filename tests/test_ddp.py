@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -51,6 +53,20 @@ class RecordSeenImages(L.Callback):
         self.dirpath.mkdir(parents=True, exist_ok=True)
         record = {"pid": os.getpid(), "world_size": trainer.world_size, "seen": torch.cat(self.seen)}
         torch.save(record, self.dirpath / f"rank{trainer.global_rank}.pt")
+
+
+class RecordStop(L.Callback):
+    """Writes, per rank, its pid when training starts and its step when training is stopped."""
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = Path(dirpath)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.dirpath.mkdir(parents=True, exist_ok=True)
+        (self.dirpath / f"rank{trainer.global_rank}.pid").write_text(str(os.getpid()))
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        (self.dirpath / f"rank{trainer.global_rank}.stopped").write_text(str(trainer.global_step))
 
 
 def whole_split_metrics(ckpt: Path, split: str) -> tuple[float, float]:
@@ -144,3 +160,56 @@ def test_processes_started_by_slurm_are_not_refused(compose_train, monkeypatch: 
     trainer = instantiate(cfg.trainer, logger=False)
     assert trainer.strategy.cluster_environment.creates_processes_externally
     refuse_relaunch_in_multirun(trainer)
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_exact(tmp_path: Path) -> None:
+    """SIGTERM to rank 1 alone (SLURM signals every task, a stray `kill` one): both ranks stop after the same
+    step, rank 0 saves there and the run exits 143; the same command with `ckpt_path=auto` then ends with the
+    numbers and weights of a run never stopped."""
+    common = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *("trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.max_epochs=1"),
+        *("+trainer.limit_train_batches=200", "+trainer.val_check_interval=50", "optimizer.lr=0.5"),
+        "callbacks.progress_bar.refresh_rate=0",
+    ]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT / "tests")])}
+    whole, termed, stops = tmp_path / "whole", tmp_path / "termed", tmp_path / "stops"
+    termed_command = [*common, "ckpt_path=auto", f"hydra.run.dir={termed}"]
+    record = ["+callbacks.stops._target_=test_ddp.RecordStop", f"+callbacks.stops.dirpath={stops}"]
+
+    def start(command: list[str], log: str) -> subprocess.Popen:
+        output = (tmp_path / log).open("w")
+        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    uninterrupted = start([*common, f"hydra.run.dir={whole}"], "whole.txt")
+    victim = start([*termed_command, *record], "termed.txt")
+    deadline = time.monotonic() + 240
+    while not (termed / "checkpoints" / "last.ckpt").exists():  # step 50 of 200
+        assert time.monotonic() < deadline and victim.poll() is None, (tmp_path / "termed.txt").read_text()
+        time.sleep(0.005)
+    os.kill(int((stops / "rank1.pid").read_text()), signal.SIGTERM)
+    assert victim.wait(timeout=120) == 143, (tmp_path / "termed.txt").read_text()[-3000:]
+
+    stopped = {int((stops / f"rank{r}.stopped").read_text()) for r in (0, 1)}
+    last = termed / "checkpoints" / "last.ckpt"
+    saved_at = torch.load(last, weights_only=True)["global_step"]
+    assert stopped == {saved_at} and 50 <= saved_at < 200
+    console = (tmp_path / "termed.txt").read_text()
+    assert f"SIGTERM: stopped at step {saved_at} and saved {last}; to finish the run: python" in console
+
+    again = start(termed_command, "again.txt")
+    for process, log in ((again, "again.txt"), (uninterrupted, "whole.txt")):
+        assert process.wait(timeout=300) == 0, (tmp_path / log).read_text()[-3000:]
+    times = ("fit_time_s", "test_time_s", "ckpt_path")
+    expected, resumed = (json.loads((run / "metrics.json").read_text()) for run in (whole, termed))
+    assert {k: v for k, v in resumed.items() if k not in times} == {
+        k: v for k, v in expected.items() if k not in times
+    }
+    assert expected["steps"] == 200
+    weights = [
+        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        for run in (whole, termed)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -135,13 +135,14 @@ class StopOnInterrupt(Callback):
         if requeue:
             self._hand_over_to_submitit(trainer, signum, path, command)
             return
-        log.error(
-            "%s: stopped at step %d and saved %s; to finish the run: %s",
-            name,
-            trainer.global_step,
-            path,
-            command,
-        )
+        if trainer.is_global_zero:  # one line for the run, not one per process
+            log.error(
+                "%s: stopped at step %d and saved %s; to finish the run: %s",
+                name,
+                trainer.global_step,
+                path,
+                command,
+            )
         self._record_interrupted(
             trainer, f"{name} at step {trainer.global_step}; to finish the job: {command}"
         )
@@ -154,12 +155,13 @@ class StopOnInterrupt(Callback):
         requeue stops them, as submitit has it. It raises when it will not requeue (the job has used up its
         `max_num_timeout` requeues, or cannot be checkpointed): then this ends like SIGTERM."""
         name, step = signal_name(signum), trainer.global_step
-        log.warning(
-            "%s: saved %s at step %d; submitit requeues this job, which continues from there",
-            name,
-            path,
-            step,
-        )
+        if trainer.is_global_zero:
+            log.warning(
+                "%s: saved %s at step %d; submitit requeues this job, which continues from there",
+                name,
+                path,
+                step,
+            )
         self._record_interrupted(trainer, f"{name} at step {step}: requeued by submitit; by hand: {command}")
         try:
             self._requeue_handlers[signum](signum, None)
