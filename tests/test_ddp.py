@@ -198,6 +198,7 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_exact(tmp_
     assert stopped == {saved_at} and 50 <= saved_at < 200
     console = (tmp_path / "termed.txt").read_text()
     assert f"SIGTERM: stopped at step {saved_at} and saved {last}; to finish the run: python" in console
+    assert console.count("SIGTERM: stopped at step") == 1  # one line for the run, from rank 0
 
     again = start(termed_command, "again.txt")
     for process, log in ((again, "again.txt"), (uninterrupted, "whole.txt")):
