@@ -115,24 +115,16 @@ class StopOnInterrupt(Callback):
     def _stop_if_requested(self, trainer: L.Trainer) -> None:
         # A SIGTERM before training started reached Lightning's handler, which sets `received_sigterm`.
         signum = self._signum or (signal.SIGTERM if trainer.received_sigterm else None)
-        requested = signum is not None
-        requeue = signum in self._requeue_handlers
-        terminated = signum == signal.SIGTERM
-        if trainer.world_size > 1:  # ranks see a signal at different steps: stop together at the first
-            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-            requeue = trainer.strategy.reduce_boolean_decision(requeue, all=False)
-            terminated = trainer.strategy.reduce_boolean_decision(terminated, all=False)
-            if requested and signum is None:
-                signum = next(iter(self._requeue_handlers)) if requeue else None
-                signum = signum or (signal.SIGTERM if terminated else signal.SIGINT)
-        if not requested:
+        if trainer.world_size > 1:
+            signum = self._agreed_signal(trainer, signum)
+        if signum is None:
             return
         self._signum = None
         name = signal_name(signum)
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
         command = resume_command(path)
-        if requeue:
+        if signum in self._requeue_handlers:
             self._hand_over_to_submitit(trainer, signum, path, command)
             return
         if trainer.is_global_zero:  # one line for the run, not one per process
@@ -146,9 +138,16 @@ class StopOnInterrupt(Callback):
         self._record_interrupted(
             trainer, f"{name} at step {trainer.global_step}; to finish the job: {command}"
         )
-        if terminated:
+        if signum == signal.SIGTERM:
             raise SystemExit(SIGTERM_EXIT)
         raise KeyboardInterrupt
+
+    def _agreed_signal(self, trainer: L.Trainer, signum: int | None) -> int | None:
+        """The signal every rank acts on. Ranks see a signal at different steps, or only one rank gets it: all
+        stop at the first step at which any has seen one, and the most pressing one wins (one all-reduce)."""
+        pressing = [None, signal.SIGINT, signal.SIGTERM, *self._requeue_handlers]
+        code = torch.tensor(pressing.index(signum), device=trainer.strategy.root_device)
+        return pressing[int(trainer.strategy.reduce(code, reduce_op="max"))]
 
     def _hand_over_to_submitit(self, trainer: L.Trainer, signum: int, path: Path, command: str) -> None:
         """submitit's handler requeues the job and ends this process (rank 0); other ranks go on until the
