@@ -126,6 +126,23 @@ def test_a_resumed_run_continues_its_mlflow_run(
     )
 
 
+@pytest.mark.parametrize(("stopper", "status"), [("TermAt", "KILLED"), ("CrashAt", "FAILED")])
+def test_a_run_stopped_by_a_signal_is_killed_one_that_crashed_failed(
+    tmp_path: Path, tiny_mnist: Path, mlflow_dir: Path, stopper: str, status: str
+) -> None:
+    output_dir = tmp_path / "run"
+    stop = [f"+callbacks.stop._target_=test_resume.{stopper}", "+callbacks.stop.step=3"]
+    cfg = compose_config(
+        [f"data.data_dir={tiny_mnist}", *TINY, "logger=mlflow", "logger.mlflow.experiment_name=stops", *stop],
+        output_dir,
+        log_dir=mlflow_dir,
+    )
+    with pytest.raises((SystemExit, Exception)):
+        train(cfg)
+    _, run = find_run(cfg, output_dir)
+    assert run.info.status == status
+
+
 def test_without_mlflow_the_error_names_the_extra(compose_train, monkeypatch) -> None:
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(

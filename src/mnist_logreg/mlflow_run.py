@@ -8,7 +8,8 @@ adds what the logger leaves to its user:
 - at the start, the flattened config as params, the `tags` list as tags (and `run_dir`, `sweep`);
 - in every checkpoint, the MLflow run's id, so that a run resumed from it (`ckpt_path=`) logs to that run;
 - at the end, the final metrics (`val/acc_best`: the tested checkpoint's) and the artifacts: the figures,
-  `metrics.json`, `.hydra/config.yaml` and the best checkpoint.
+  `metrics.json`, `.hydra/config.yaml` and the best checkpoint;
+- a run stopped by a signal (Ctrl-C, SIGTERM, a requeue) is KILLED, not FAILED: it is resumable.
 
 The store is a SQLite file, `logs/mlflow.db`, that every run and sweep job writes to and that
 `mlflow ui --backend-store-uri sqlite:///logs/mlflow.db` reads: no server is needed. MLflow's sessions wait
@@ -21,6 +22,7 @@ import contextlib
 import importlib.util
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,6 +161,20 @@ def start_mlflow_run(trainer: L.Trainer, cfg: DictConfig) -> None:
     if in_multirun():
         tags["sweep"] = sweep_name()
     client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+
+
+@contextlib.contextmanager
+def killed_when_stopped(trainer: L.Trainer) -> Iterator[None]:
+    """Lightning ends the MLflow run as FAILED on any exception; one stopped by a signal (`StopOnInterrupt`
+    saved it and ended the process with SystemExit or KeyboardInterrupt) is marked KILLED instead. It becomes
+    RUNNING again when it is resumed."""
+    try:
+        yield
+    except (KeyboardInterrupt, SystemExit):
+        logger = mlflow_logger(trainer.loggers)
+        if logger is not None and trainer.is_global_zero:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+        raise
 
 
 def finish_mlflow_run(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:

@@ -22,7 +22,13 @@ from mnist_logreg.config import build, check_config
 from mnist_logreg.console import config_tree, console_callbacks, format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.hparams import log_hparams
-from mnist_logreg.mlflow_run import finish_mlflow_run, logger_options, mlflow_callbacks, start_mlflow_run
+from mnist_logreg.mlflow_run import (
+    finish_mlflow_run,
+    killed_when_stopped,
+    logger_options,
+    mlflow_callbacks,
+    start_mlflow_run,
+)
 from mnist_logreg.records import write_json
 from mnist_logreg.resume import check_resume, last_checkpoint_path, resolve_ckpt_path, resume_command
 
@@ -53,7 +59,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         start_mlflow_run(trainer, cfg)
 
     started = time.perf_counter()
-    with stopped_by_sigterm(trainer, "training"):
+    with killed_when_stopped(trainer), stopped_by_sigterm(trainer, "training"):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     metrics: dict[str, Any] = {"status": "completed", "fit_time_s": time.perf_counter() - started}
     early_stopping = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
@@ -70,7 +76,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     if cfg.get("test"):
         started = time.perf_counter()
-        with stopped_by_sigterm(trainer, "testing"):
+        with killed_when_stopped(trainer), stopped_by_sigterm(trainer, "testing"):
             (results,) = trainer.test(
                 model, datamodule=datamodule, ckpt_path=best_path or None, verbose=False
             )
