@@ -16,8 +16,12 @@ import lightning as L
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
+from submitit.core.job_environment import SignalHandler
+from submitit.core.utils import UncompletedJobError
 
 from conftest import ROOT
+from mnist_logreg.errors import UserError
+from mnist_logreg.resume import resolve_ckpt_path
 from mnist_logreg.training import train
 
 WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
@@ -68,34 +72,48 @@ class TermAt(CrashAt):
 class Usr2At(CrashAt):
     """Sends this process SIGUSR2 during a step, as SLURM does before a submitit job's time limit."""
 
+    signals = (signal.SIGUSR2,)
+
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGUSR2)
+            for signum in self.signals:
+                os.kill(os.getpid(), signum)
 
 
-class Submitit:
-    """Stands in for submitit in one of its jobs: its requeue handler on USR2, which checkpoints the job's
-    submission and requeues it, then ends the process (a local job ends with status 3), or raises when it
-    will not requeue."""
+class TermAndUsr2At(Usr2At):
+    """SIGTERM and USR2 in one step, as SLURM sends them at a preemption that it signals to the job."""
+
+    signals = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class Usr2AndTermAt(Usr2At):
+    signals = (signal.SIGUSR2, signal.SIGTERM)
+
+
+class Submitit(SignalHandler):
+    """Stands in for submitit's handler in one of its jobs, on USR2: it checkpoints the job's submission and
+    requeues it, then ends the process (a local job ends with status 3), or raises when it will not
+    requeue. It notes the step of the `last.ckpt` it finds when it is called."""
 
     def __init__(self, last: Path, requeues: bool) -> None:
         self.last, self.requeues, self.saw_step = last, requeues, None
 
-    def checkpoint_and_try_requeue(self, signum: int, frame: Any) -> None:
-        if self.last.exists():  # saved before the hand-over
+    def checkpoint_and_try_requeue(self, signum: int, frame: Any = None) -> None:
+        if self.last.exists():
             self.saw_step = torch.load(self.last, weights_only=True)["global_step"]
         if not self.requeues:
-            raise RuntimeError("Job not requeued because: timed-out too many times.")
+            raise UncompletedJobError("Job not requeued because: timed-out too many times.")
         sys.exit(3)
 
 
 @pytest.fixture
 def submitit_job(monkeypatch: pytest.MonkeyPatch):
-    """This process as a submitit job, with `handler` on USR2, as submitit sets it."""
+    """This process as a submitit job, with `handler` on USR2 as submitit sets it."""
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
-    previous = signal.getsignal(signal.SIGUSR2)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR2, signal.SIGTERM)}
     yield lambda handler: signal.signal(signal.SIGUSR2, handler)
-    signal.signal(signal.SIGUSR2, previous)
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler)
 
 
 def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -201,24 +219,62 @@ def test_a_requeued_submitit_job_saves_hands_over_and_continues_by_itself(
     assert not (tmp_path / "job" / "metrics.json").exists()
 
     with caplog.at_level(logging.INFO, logger="mnist_logreg.resume"):
-        again = run_tiny("job")  # the requeued job: the same command, no ckpt_path
-    assert f"ckpt_path=auto: resuming from {last}" in caplog.text
+        again = run_tiny("job")  # the requeued job: the same command
+    assert f"This submitit job was stopped before: continuing from {last}" in caplog.text
     assert numbers(again) == numbers(whole)
     assert same_weights(final_weights(tmp_path / "job"), final_weights(tmp_path / "whole"))
 
+    caplog.clear()  # run again once finished, in the same directory: a fresh start, as it was asked for
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.resume"):
+        assert numbers(run_tiny("job")) == numbers(whole)
+    assert "continuing from" not in caplog.text
+    assert f"Restoring states from the checkpoint path at {last}" not in caplog.text
 
-def test_a_submitit_job_that_is_not_requeued_ends_like_sigterm(
-    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, submitit_job
+
+@pytest.mark.parametrize("stopper", ["TermAndUsr2At", "Usr2AndTermAt"])
+def test_sigterm_and_usr2_together_save_then_requeue(
+    run_tiny, tmp_path: Path, submitit_job, stopper: str
+) -> None:
+    submitit = Submitit(tmp_path / "job" / "checkpoints" / "last.ckpt", requeues=True)
+    submitit_job(submitit.checkpoint_and_try_requeue)
+    with pytest.raises(SystemExit) as stopped:
+        run_tiny("job", f"+callbacks.stop._target_=test_resume.{stopper}", "+callbacks.stop.step=3")
+    assert stopped.value.code == 3 and submitit.saw_step == 4
+
+
+def test_a_submitit_job_that_is_not_requeued_ends_with_the_command_that_finishes_it(
+    run_tiny, tmp_path: Path, submitit_job
 ) -> None:
     last = tmp_path / "job" / "checkpoints" / "last.ckpt"
     submitit = Submitit(last, requeues=False)
     submitit_job(submitit.checkpoint_and_try_requeue)
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(UserError) as stopped:  # in a sweep: recorded as failed, and the sweep goes on
         run_tiny("job", "+callbacks.stop._target_=test_resume.Usr2At", "+callbacks.stop.step=3")
-    assert stopped.value.code == 143 and submitit.saw_step == 4
-    (line,) = [line for line in caplog.messages if "not requeued" in line]
-    assert line.startswith("SIGUSR2: not requeued (Job not requeued because: timed-out too many times.); ")
-    assert " to finish the run: python " in line and line.endswith(f"ckpt_path={last}")
+    assert submitit.saw_step == 4
+    message = str(stopped.value)
+    reason = "(Job not requeued because: timed-out too many times.)"
+    assert message.startswith(
+        f"SIGUSR2: submitit did not requeue the job {reason}; to finish the run: python "
+    )
+    assert message.endswith(f"ckpt_path={last}")
+
+
+def test_a_submitit_job_stopped_before_continues_from_its_own_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever `ckpt_path` says; unless the job had finished, or this is not a submitit job."""
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resolve_ckpt_path(None, tmp_path) is None and resolve_ckpt_path("a.ckpt", tmp_path) == "a.ckpt"
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    for given in (None, "auto", "a.ckpt"):
+        assert resolve_ckpt_path(given, tmp_path) == str(last)
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    assert resolve_ckpt_path("a.ckpt", tmp_path) == str(last)
+    (tmp_path / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    assert resolve_ckpt_path(None, tmp_path) is None and resolve_ckpt_path("a.ckpt", tmp_path) == "a.ckpt"
+    assert resolve_ckpt_path("auto", tmp_path) == str(last)  # asked for
 
 
 def test_outside_submitit_usr2_is_left_alone(

@@ -79,7 +79,7 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     log = (job / "train.log").read_text()
     (saved,) = re.findall(r"SIGUSR2: saved (\S+) at step (\d+); submitit requeues this job", log)
     assert saved[0] == str(job / "checkpoints" / "last.ckpt") and 550 < int(saved[1]) < 2200
-    assert f"ckpt_path=auto: resuming from {saved[0]}" in log
+    assert f"This submitit job was stopped before: continuing from {saved[0]}" in log
     assert log.count("[submitit][INFO] - Requeued job ") == 1  # submitit's own line, in the job's log
     assert "Requeued" not in (tmp_path / "1" / "train.log").read_text()
 

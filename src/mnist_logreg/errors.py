@@ -100,8 +100,13 @@ def record_failure(error: Exception) -> None:
 def record_status(status: str, reason: str) -> None:
     """A sweep job's `metrics.json` for a job that did not finish: its status and why, for the sweep summary.
 
-    Written whole or not at all, like a finished run's: only `status: completed` means finished.
+    Written whole or not at all, like a finished run's: only `status: completed` means finished. Under DDP
+    rank 0 writes it, as it writes a finished run's.
     """
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
     write_json(
         Path(HydraConfig.get().runtime.output_dir) / "metrics.json", {"status": status, "error": reason}
     )

@@ -8,6 +8,7 @@ number generators and the best checkpoint so far.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -149,19 +150,23 @@ def _plain(value: Any) -> Any:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """`ckpt_path=auto`: this run directory's `checkpoints/last.ckpt` if an earlier attempt left one (a run
+    """The checkpoint this run starts from (None: a fresh start).
+
+    `ckpt_path=auto`: this run directory's `checkpoints/last.ckpt` if an earlier attempt left one (a run
     started again with the same `hydra.run.dir`), else a fresh start.
 
-    A submitit job (`hydra/launcher=slurm` or `submitit_local`) without a `ckpt_path` is `auto`: when SLURM or
-    submitit starts it again after a time limit, a preemption or a node failure, it runs in its own job
-    directory again and continues from there. A new sweep's directories hold no checkpoint, so its jobs start
-    afresh. This is what Lightning does on SLURM with its own requeue checkpoint (`hpc_ckpt_*.ckpt`).
+    A submitit job (`hydra/launcher=slurm` or `submitit_local`) whose directory holds a `last.ckpt` and no
+    finished metrics.json ran before and was stopped: SLURM or submitit started it again after a time limit,
+    a preemption or a node failure. It continues from there, whatever `ckpt_path` says (a job resumed from
+    another run's checkpoint has moved on since). A new sweep's job, or a finished one run again in the same
+    directory, starts as `ckpt_path` says. Lightning does the same on SLURM with its own requeue checkpoint.
     """
-    if ckpt_path is None and in_submitit_job():
-        ckpt_path = "auto"
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if in_submitit_job() and last.is_file() and not _finished(Path(output_dir)):
+        log.info("This submitit job was stopped before: continuing from %s", last)
+        return str(last)
     if ckpt_path != "auto":
         return ckpt_path or None
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"
     if last.is_file():
         log.info("ckpt_path=auto: resuming from %s", last)
         return str(last)
@@ -172,6 +177,13 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 def in_submitit_job() -> bool:
     """Whether this process runs a job that submitit submitted (the variable is submitit's own test)."""
     return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+
+
+def _finished(output_dir: Path) -> bool:
+    try:
+        return json.loads((output_dir / "metrics.json").read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        return False
 
 
 def resume_command(path: Path) -> str:

@@ -43,12 +43,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)  # before: it reads metrics.json
     (output_dir / "metrics.json").unlink(missing_ok=True)  # a run directory reused for a resume is unfinished
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, model = build_data_and_model(cfg)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
     trainer = build_trainer(cfg, ckpt_path)
     refuse_relaunch_in_multirun(trainer)
     if ckpt_path:

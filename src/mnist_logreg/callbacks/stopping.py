@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import lightning as L
 import torch
@@ -70,16 +71,17 @@ class StopOnInterrupt(Callback):
       sweep job's says `interrupted`. A second Ctrl-C stops at once.
     - In a submitit job, the signal submitit requeues on (USR2: SLURM sends it `signal_delay_s` before the
       time limit, and at a preemption where the cluster allows): the checkpoint, then submitit's own handler,
-      which requeues the job. The job runs again in its own directory and continues from `last.ckpt`
+      which requeues the job. The job runs again in its own directory and continues from this `last.ckpt`
       (`resume.resolve_ckpt_path`), instead of from the last validation's.
 
-    Under DDP every rank stops at the first step at which any rank has seen the signal.
+    SLURM may send SIGTERM and USR2 together: the most pressing signal wins (a requeue, then SIGTERM, then
+    Ctrl-C). Under DDP every rank stops at the first step at which any rank has seen a signal.
     """
 
     def __init__(self) -> None:
         self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
-        self._requeue_handlers: dict[int, Handler] = {}
+        self._requeue: tuple[int, Handler] | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._signum = None
@@ -88,14 +90,23 @@ class StopOnInterrupt(Callback):
         # handlers it found when the fit ends.
         if threading.current_thread() is not threading.main_thread():
             return
-        self._requeue_handlers = submitit_requeue_handlers()
-        for signum in (signal.SIGINT, signal.SIGTERM, *self._requeue_handlers):
+        self._requeue = submitit_requeue_handler()
+        for signum in self._by_priority()[1:]:
             if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 
+    def _by_priority(self) -> list[int | None]:
+        """None (no signal) and the signals handled, least pressing first."""
+        return [None, signal.SIGINT, signal.SIGTERM, *([self._requeue[0]] if self._requeue else [])]
+
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
-        self._signum = signum
-        self._restore_handlers()  # a second signal acts at once
+        priority = self._by_priority().index
+        if priority(signum) > priority(self._signum):
+            self._signum = signum
+        # The same signal again acts at once (a second Ctrl-C); another one still waits for the step's end.
+        previous = self._previous_handlers.pop(signum, None)
+        if previous is not None:
+            signal.signal(signum, previous)
         log.warning("%s: stopping after this step with a checkpoint", signal_name(signum))
 
     def on_train_batch_end(
@@ -124,9 +135,8 @@ class StopOnInterrupt(Callback):
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # the whole training state, to resume from
         command = resume_command(path)
-        if signum in self._requeue_handlers:
-            self._hand_over_to_submitit(trainer, signum, path, command)
-            return
+        if self._requeue is not None and signum == self._requeue[0]:
+            self._hand_over_to_submitit(trainer, path, command)  # does not return
         if trainer.is_global_zero:  # one line for the run, not one per process
             log.error(
                 "%s: stopped at step %d and saved %s; to finish the run: %s",
@@ -145,14 +155,16 @@ class StopOnInterrupt(Callback):
     def _agreed_signal(self, trainer: L.Trainer, signum: int | None) -> int | None:
         """The signal every rank acts on. Ranks see a signal at different steps, or only one rank gets it: all
         stop at the first step at which any has seen one, and the most pressing one wins (one all-reduce)."""
-        pressing = [None, signal.SIGINT, signal.SIGTERM, *self._requeue_handlers]
-        code = torch.tensor(pressing.index(signum), device=trainer.strategy.root_device)
-        return pressing[int(trainer.strategy.reduce(code, reduce_op="max"))]
+        by_priority = self._by_priority()
+        index = torch.tensor(by_priority.index(signum), device=trainer.strategy.root_device)
+        return by_priority[int(trainer.strategy.reduce(index, reduce_op="max"))]
 
-    def _hand_over_to_submitit(self, trainer: L.Trainer, signum: int, path: Path, command: str) -> None:
-        """submitit's handler requeues the job and ends this process (rank 0); other ranks go on until the
-        requeue stops them, as submitit has it. It raises when it will not requeue (the job has used up its
-        `max_num_timeout` requeues, or cannot be checkpointed): then this ends like SIGTERM."""
+    def _hand_over_to_submitit(self, trainer: L.Trainer, path: Path, command: str) -> NoReturn:
+        """On rank 0, submitit's handler requeues the job and ends the process, or raises when it will not
+        requeue (the job has used up its `max_num_timeout` requeues). On the other ranks it does nothing: they
+        end here, instead of waiting in the next step for a rank 0 that is gone."""
+        assert self._requeue is not None
+        signum, handler = self._requeue
         name, step = signal_name(signum), trainer.global_step
         if trainer.is_global_zero:
             log.warning(
@@ -163,13 +175,12 @@ class StopOnInterrupt(Callback):
             )
         self._record_interrupted(trainer, f"{name} at step {step}: requeued by submitit; by hand: {command}")
         try:
-            self._requeue_handlers[signum](signum, None)
-        except Exception as error:
-            log.error("%s: not requeued (%s); to finish the run: %s", name, one_line(error), command)
-            self._record_interrupted(
-                trainer, f"{name} at step {step}, not requeued; to finish the job: {command}"
-            )
-            raise SystemExit(SIGTERM_EXIT) from error
+            handler(signum, None)
+        except Exception as error:  # a sweep job ends as failed, with the command that finishes it
+            raise UserError(
+                f"{name}: submitit did not requeue the job ({one_line(error)}); to finish the run: {command}"
+            ) from error
+        raise UserError(f"{name}: rank {trainer.global_rank} stops at step {step}; rank 0 requeues the job")
 
     @staticmethod
     def _record_interrupted(trainer: L.Trainer, reason: str) -> None:
@@ -177,22 +188,24 @@ class StopOnInterrupt(Callback):
             record_status("interrupted", reason)
 
     def _restore_handlers(self) -> None:
-        for signum, handler in self._previous_handlers.items():
+        while self._previous_handlers:  # popped one by one: a signal handled meanwhile pops its own
+            signum, handler = self._previous_handlers.popitem()
             signal.signal(signum, handler)
-        self._previous_handlers = {}
 
 
-def submitit_requeue_handlers() -> dict[int, Handler]:
-    """submitit's checkpoint-and-requeue handler, by the signal it is set on (USR2 unless the job's
-    SUBMITIT_PREEMPT_SIGNAL names another), when this process is a submitit job; else nothing."""
+def submitit_requeue_handler() -> tuple[int, Handler] | None:
+    """In a submitit job, the signal submitit requeues on (USR2, or the one SUBMITIT_PREEMPT_SIGNAL names)
+    and submitit's handler of it; else None. A SIGTERM handler is Lightning's by now, wrapping submitit's:
+    a job told to requeue on TERM is treated as SIGTERM (saved, exit 143)."""
     if not in_submitit_job():
-        return {}
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGUSR1, signal.SIGUSR2)}
-    return {
-        signum: handler
-        for signum, handler in handlers.items()
-        if getattr(handler, "__name__", "") == "checkpoint_and_try_requeue"
-    }
+        return None
+    from submitit.core.job_environment import SignalHandler
+
+    signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+    handler = signal.getsignal(signum) if signum is not None else None
+    if isinstance(getattr(handler, "__self__", None), SignalHandler):
+        return signum, handler
+    return None
 
 
 def signal_name(signum: int) -> str:
