@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -50,6 +51,16 @@ def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture
+def sigint_handled():
+    """Ctrl-C raises KeyboardInterrupt, here and in the processes the test starts, as in a terminal. A test
+    runner started in the background by a script (`pytest &`) ignores SIGINT, and so would the processes it
+    starts. Put back after the test: Lightning ignores SIGINT once it has handled one."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

@@ -137,13 +137,6 @@ def run_tiny(compose_train, tiny_mnist: Path, tmp_path: Path):
     return _run
 
 
-@pytest.fixture
-def restore_sigint():
-    handler = signal.getsignal(signal.SIGINT)
-    yield
-    signal.signal(signal.SIGINT, handler)  # Lightning ignores SIGINT after it handled one
-
-
 def test_same_seed_same_numbers_other_seed_other_numbers(run_tiny, tmp_path: Path) -> None:
     a, b, c = run_tiny("a", "seed=3"), run_tiny("b", "seed=3"), run_tiny("c", "seed=4")
     assert numbers(a) == numbers(b)
@@ -161,7 +154,7 @@ INTERRUPTIONS = [
 
 
 def test_a_resumed_run_ends_like_an_uninterrupted_one(
-    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, restore_sigint
+    run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, sigint_handled
 ) -> None:
     whole = run_tiny("whole")
     for stopper, step, saved_at in INTERRUPTIONS:

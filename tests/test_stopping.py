@@ -50,7 +50,7 @@ def test_without_the_check_a_diverged_run_would_report_nan(compose_train, tiny_m
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path, sigint_handled) -> None:
     run, log = tmp_path / "run", tmp_path / "console.txt"
     process = subprocess.Popen(
         [
