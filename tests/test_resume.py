@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -120,6 +122,12 @@ def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in metrics.items() if key not in WALL_TIMES}
 
 
+def train_accuracies(run: Path) -> dict[int, str]:
+    """The train/acc the CSV logger recorded for each epoch."""
+    with (run / "csv" / "metrics.csv").open() as f:
+        return {int(row["epoch"]): row["train/acc"] for row in csv.DictReader(f) if row["train/acc"]}
+
+
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
@@ -171,9 +179,34 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(
 
         resumed = run_tiny(f"{name}-resumed", f"ckpt_path={last}")  # in a new run directory
         assert numbers(resumed) == numbers(whole), name
+        # The loggers get the same training accuracy, the epoch it stopped in counted over the whole epoch.
+        logged = train_accuracies(tmp_path / f"{name}-resumed")
+        assert logged and logged.items() <= train_accuracies(tmp_path / "whole").items(), name
         assert same_weights(final_weights(tmp_path / f"{name}-resumed"), final_weights(tmp_path / "whole")), (
             name
         )
+
+
+def test_the_epoch_line_of_a_resumed_epoch_times_it_from_the_resume(
+    compose_train, tiny_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Output to a file or pipe gets one line per epoch (`EpochLines`); Lightning starts a run resumed
+    mid-epoch without `on_train_epoch_start`."""
+    lines = [o for o in TINY if not o.startswith("callbacks.progress_bar")]  # the lines need the bar's place
+
+    def run(name: str, *overrides: str) -> None:
+        out = f"paths.output_dir={tmp_path / name}"
+        train(compose_train(f"paths.data_dir={tiny_mnist}", out, *lines, *overrides))
+
+    with pytest.raises(Crash):
+        run("stopped", "+callbacks.stop._target_=test_resume.CrashAt", "+callbacks.stop.step=17")
+    caplog.clear()
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.callbacks.progress"):
+        run("resumed", f"ckpt_path={tmp_path / 'stopped' / 'checkpoints' / 'last.ckpt'}")
+    lasted = time.monotonic() - started
+    seconds = [float(t) for t in re.findall(r"Epoch [23]/3: .* \(([\d.]+) s\)", caplog.text)]
+    assert len(seconds) == 2 and max(seconds) < lasted, caplog.text
 
 
 def test_a_sweep_job_stopped_by_sigterm_records_interrupted(

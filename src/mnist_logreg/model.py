@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+TRAIN_COUNT_KEY = "train_accuracy_count"  # in each checkpoint: the training epoch's [correct, seen] per rank
+
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
@@ -84,6 +86,23 @@ class LogisticRegression(L.LightningModule):
         # Every DDP rank sees as many samples as the others, so the mean over ranks is the overall accuracy.
         accuracy = self.train_correct / max(self.train_seen, 1)
         self.log("train/acc", accuracy, prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A run resumed mid-epoch (Lightning then skips `on_train_epoch_start`) goes on with the epoch's
+        # count, each DDP rank with its own: every rank saves, and rank 0 writes them all.
+        count = torch.stack([self.train_correct, torch.tensor(self.train_seen, device=self.device)])
+        checkpoint[TRAIN_COUNT_KEY] = self.all_gather(count).cpu().reshape(-1, 2).tolist()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        try:
+            world_size = self.trainer.world_size
+        except RuntimeError:  # not attached to a Trainer (`load_from_checkpoint`): nothing to go on with
+            return
+        counts = checkpoint.get(TRAIN_COUNT_KEY, [])
+        if len(counts) == world_size:  # resumed with another number of processes: the count starts again
+            correct, seen = counts[self.global_rank]
+            self.train_correct.fill_(correct)
+            self.train_seen = seen
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "val")
