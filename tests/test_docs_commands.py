@@ -23,7 +23,7 @@ ENTRY_POINTS = {
     "demo.py": "demo",
 }
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-# What the pages' `RUN=$(ls -d logs/runs/* | tail -n 1)` stands for.
+# What the pages' `RUN=$(dirname "$(ls -td logs/runs/*/checkpoints | head -n 1)")` stands for.
 RUN = "logs/runs/2026-01-01_00-00-00_000000"
 
 
