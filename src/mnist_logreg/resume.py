@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import shlex
 import shutil
 import sys
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
@@ -187,8 +189,14 @@ def _finished(output_dir: Path) -> bool:
 
 
 def resume_command(path: Path) -> str:
-    """This run's command line with `ckpt_path` added: a resume needs the settings it was trained with."""
-    return command_line(sys.argv[0] or "train.py", f"ckpt_path={path}", drop=("ckpt_path=",))
+    """The command that finishes this run: its own overrides (a resume needs the settings it was trained
+    with) and `ckpt_path=<path>`, in a new run directory. A run started with `ckpt_path=auto` is given its
+    own command again, in its own directory, where `auto` finds `path`."""
+    script = sys.argv[0] or "train.py"
+    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
+    if "ckpt_path=auto" in overrides and path.parent.parent == Path(HydraConfig.get().runtime.output_dir):
+        return command_line(script, f"hydra.run.dir={shlex.quote(str(path.parent.parent))}")
+    return command_line(script, f"ckpt_path={path}", drop=("ckpt_path=",))
 
 
 def last_checkpoint_path(trainer: L.Trainer) -> Path:
