@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)  # before: it reads metrics.json
+    if ckpt_path and Path(ckpt_path).resolve().parent == (output_dir / "checkpoints").resolve():
+        # Resumed in its own directory, whose checkpoints Lightning would warn about as if they were strays.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     (output_dir / "metrics.json").unlink(missing_ok=True)  # a run directory reused for a resume is unfinished
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
