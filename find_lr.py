@@ -4,6 +4,13 @@ python find_lr.py                                  # SGD, batch 100, as train.py
 python find_lr.py optimizer=adam data.batch_size=1000
 """
 
+import os
+import sys
+
+if not sys.stderr.isatty():
+    # Lightning's range test draws a tqdm bar into any output; tqdm reads this when it is first imported.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+
 import hydra
 from omegaconf import DictConfig
 

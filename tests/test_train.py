@@ -67,6 +67,16 @@ def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) 
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
+def test_find_lr_into_a_pipe_prints_lines_not_a_bar(tmp_path: Path) -> None:
+    out = tmp_path / "lr_find"
+    result = run_script("find_lr.py", "lr_find.num_training=40", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "\r" not in output and "Finding best initial lr" not in output  # Lightning's tqdm bar
+    found = json.loads((out / "lr_find.json").read_text())
+    assert len(found["lr"]) == 40 and f"optimizer.lr={found['suggestion']:.3g}" in output
+
+
 def test_tutorial_defaults_reach_about_82_percent(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_script("train.py", f"hydra.run.dir={out}")

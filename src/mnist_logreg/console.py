@@ -33,6 +33,10 @@ def quiet_libraries() -> None:
     # A run resumed into a new directory: `last.ckpt`'s callback has nothing to carry over (it writes a new
     # one at the next validation); `ResumableCheckpoint` carries the best one over itself.
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # The range test (find_lr.py) saves and restores the model around its steps without saying how.
+    logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
+        lambda record: not record.getMessage().startswith("`weights_only` was not set")
+    )
 
 
 def format_results(metrics: dict[str, Any]) -> str:
