@@ -67,6 +67,14 @@ def test_short_run_writes_config_events_checkpoints_and_metrics(tmp_path: Path) 
     assert accuracy == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
+def test_a_missing_checkpoint_is_refused_before_anything_else_is_printed(tmp_path: Path) -> None:
+    result = run_script("train.py", "ckpt_path=nope.ckpt", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    (line,) = (result.stdout + result.stderr).strip().splitlines()
+    fix = "give a checkpoint file, such as logs/runs/<run>/checkpoints/last.ckpt"
+    assert line.endswith(f"ckpt_path=nope.ckpt does not exist: {fix}")
+
+
 def test_find_lr_into_a_pipe_prints_lines_not_a_bar(tmp_path: Path) -> None:
     out = tmp_path / "lr_find"
     result = run_script("find_lr.py", "lr_find.num_training=40", f"hydra.run.dir={out}")

@@ -53,11 +53,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, model = build_data_and_model(cfg)
-    trainer = build_trainer(cfg, ckpt_path)
-    refuse_relaunch_in_multirun(trainer)
-    if ckpt_path:
+    if ckpt_path:  # before the trainer, which has things to say first
         optimizer = instantiate(cfg.optimizer)(model.parameters())
         check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+    trainer = build_trainer(cfg, ckpt_path)
+    refuse_relaunch_in_multirun(trainer)
     if trainer.is_global_zero:
         log.info("Config:\n%s", config_tree(cfg))
         start_mlflow_run(trainer, cfg)
