@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import run_script
 from mnist_logreg.errors import UserError
@@ -85,6 +85,11 @@ def test_good_values_pass_the_checks(compose_train, tiny_mnist: Path) -> None:
 def test_a_mistyped_existing_key_is_hydras_error(compose_train) -> None:
     with pytest.raises(ConfigCompositionException, match=r"optimizer\.lrr"):
         compose_train("optimizer.lrr=0.1")
+
+
+def test_an_option_the_group_lacks_is_hydras_error_with_the_options(compose_train) -> None:
+    with pytest.raises(MissingConfigException, match=r"(?s)optimizer/adamw.*\tadam\n\tsgd"):
+        compose_train("optimizer=adamw")
 
 
 @pytest.mark.slow
