@@ -31,7 +31,7 @@ def run_tiny(compose_train, tiny_mnist: Path, tmp_path: Path):
 
 
 def logged(run: Path, column: str) -> list[tuple[int, float]]:
-    with open(run / "csv" / "metrics.csv") as f:
+    with open(run / "csv" / "version_0" / "metrics.csv") as f:
         return [(int(r["step"]), float(r[column])) for r in csv.DictReader(f) if r.get(column)]
 
 

@@ -124,7 +124,7 @@ def numbers(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def train_accuracies(run: Path) -> dict[int, str]:
     """The train/acc the CSV logger recorded for each epoch."""
-    with (run / "csv" / "metrics.csv").open() as f:
+    with (run / "csv" / "version_0" / "metrics.csv").open() as f:
         return {int(row["epoch"]): row["train/acc"] for row in csv.DictReader(f) if row["train/acc"]}
 
 
@@ -207,6 +207,19 @@ def test_the_epoch_line_of_a_resumed_epoch_times_it_from_the_resume(
     lasted = time.monotonic() - started
     seconds = [float(t) for t in re.findall(r"Epoch [23]/3: .* \(([\d.]+) s\)", caplog.text)]
     assert len(seconds) == 2 and max(seconds) < lasted, caplog.text
+
+
+def test_a_run_resumed_in_its_own_directory_keeps_the_csv_rows_of_both_attempts(
+    run_tiny, tmp_path: Path
+) -> None:
+    with pytest.raises(Crash):
+        run_tiny("job", "+callbacks.stop._target_=test_resume.CrashAt", "+callbacks.stop.step=17")
+    run_tiny("job", "ckpt_path=auto")
+    steps = []
+    for version in ("version_0", "version_1"):
+        with (tmp_path / "job" / "csv" / version / "metrics.csv").open() as f:
+            steps.append({int(row["step"]) for row in csv.DictReader(f) if row["val/loss"]})
+    assert steps == [{4, 9, 14}, {19, 24, 29}]  # validations before the crash at step 17, and after
 
 
 def test_a_sweep_job_stopped_by_sigterm_records_interrupted(
