@@ -1,4 +1,4 @@
-"""Checkpoint files: written whole or not at all, read as plain data, turned back into model and data."""
+"""Checkpoint files: written whole or not at all, read as plain data, turned back into the classifier."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
-from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.records import replaced_atomically
@@ -43,11 +42,7 @@ class CheckpointError(UserError):
     """`ckpt_path` is missing or unreadable, or belongs to a different model, data or optimizer setup."""
 
 
-def read_checkpoint(ckpt_path: str | os.PathLike | None, required: tuple[str, ...], example: str) -> dict:
-    """The checkpoint's contents, read as plain data (`weights_only=True`), or one `CheckpointError` line.
-
-    `required` names the keys the caller needs; `example` is the path shown in the messages.
-    """
+def _existing_file(ckpt_path: str | os.PathLike | None, example: str) -> Path:
     if ckpt_path is None or str(ckpt_path) in ("", "???"):
         raise CheckpointError(f"ckpt_path is required: add ckpt_path={example}")
     path = Path(ckpt_path)
@@ -57,17 +52,30 @@ def read_checkpoint(ckpt_path: str | os.PathLike | None, required: tuple[str, ..
         raise CheckpointError(f"ckpt_path={path} does not exist: give a checkpoint file, such as {example}")
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"ckpt_path={path} is not readable: permission denied")
+    return path
+
+
+def _unreadable(path: Path, error: BaseException, example: str = BEST) -> CheckpointError:
+    reason = "truncated, or not a checkpoint file"
+    # torch.save writes zip archives; only a whole one can hold objects that weights_only refuses.
+    if zipfile.is_zipfile(path) and "Weights only load failed" in str(error):
+        reason = "it holds pickled objects, which this project's checkpoints never do"
+    return CheckpointError(
+        f"ckpt_path={path} is not a readable checkpoint ({reason}): give a file that train.py wrote, "
+        f"such as {example}"
+    )
+
+
+def read_checkpoint(ckpt_path: str | os.PathLike | None, required: tuple[str, ...], example: str) -> dict:
+    """The checkpoint's contents, read as plain data (`weights_only=True`), or one `CheckpointError` line.
+
+    `required` names the keys the caller needs; `example` is the path shown in the messages.
+    """
+    path = _existing_file(ckpt_path, example)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load raises whatever its zip and unpickling layers raise
-        reason = "truncated, or not a checkpoint file"
-        # torch.save writes zip archives; only a whole one can hold objects that weights_only refuses.
-        if zipfile.is_zipfile(path) and "Weights only load failed" in str(error):
-            reason = "it holds pickled objects, which this project's checkpoints never do"
-        raise CheckpointError(
-            f"ckpt_path={path} is not a readable checkpoint ({reason}): give a file that train.py wrote, "
-            f"such as {example}"
-        ) from None
+        raise _unreadable(path, error, example) from None
     missing = [key for key in required if key not in checkpoint] if isinstance(checkpoint, dict) else []
     if not isinstance(checkpoint, dict) or missing:
         raise CheckpointError(
@@ -77,28 +85,26 @@ def read_checkpoint(ckpt_path: str | os.PathLike | None, required: tuple[str, ..
     return checkpoint
 
 
-def load_checkpoint(
-    ckpt_path: str | Path | None, data_dir: str | Path | None = None
-) -> tuple[LogisticRegression, MNISTDataModule]:
-    """The model (on the CPU, in eval mode) and the data module that trained it.
+def load_model(ckpt_path: str | os.PathLike | None) -> LogisticRegression:
+    """The checkpoint's classifier, input transform included, on the CPU and in eval mode: the file is read
+    once, by Lightning's `load_from_checkpoint`, as plain data (`weights_only=True`).
 
-    `data_dir` replaces the directory recorded in the checkpoint, so that a checkpoint moved to another
-    machine finds its data; any copy of MNIST gives the same numbers (the files are checked by MD5 sum).
+    Anything that is not a checkpoint of this model is refused in one `CheckpointError` line.
     """
-    read_checkpoint(ckpt_path, ("state_dict", "hyper_parameters", "datamodule_hyper_parameters"), BEST)
-    overrides = {"data_dir": str(data_dir)} if data_dir is not None else {}
+    path = _existing_file(ckpt_path, BEST)
     try:
-        model = LogisticRegression.load_from_checkpoint(ckpt_path, map_location="cpu")
-        datamodule = MNISTDataModule.load_from_checkpoint(ckpt_path, **overrides)
-    except (RuntimeError, TypeError, KeyError, ValueError) as error:  # other shapes or arguments
+        model = LogisticRegression.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except KeyError as error:  # a dict without Lightning's keys
         raise CheckpointError(
-            f"ckpt_path={ckpt_path} does not fit this project's model or data module ({one_line(error)})"
+            f"ckpt_path={path} is not a checkpoint written by train.py (it has no {error.args[0]}): give a "
+            f"file that train.py wrote, such as {BEST}"
         ) from None
-    return model.eval(), datamodule
-
-
-def load_classifier(ckpt_path: str | Path | None) -> torch.nn.Module:
-    """The checkpoint's model behind the transform its data module applied to every image it trained on
-    (deskewing, with `data.deskew=true`): an image made into an MNIST image is then read as those were."""
-    model, datamodule = load_checkpoint(ckpt_path)
-    return torch.nn.Sequential(datamodule.transform(), model).eval()
+    except (RuntimeError, TypeError, ValueError) as error:  # another shape, or another model's arguments
+        if not zipfile.is_zipfile(path) or "Weights only load failed" in str(error):
+            raise _unreadable(path, error) from None
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this project's model ({one_line(error)})"
+        ) from None
+    except Exception as error:  # torch.load raises whatever its zip and unpickling layers raise
+        raise _unreadable(path, error) from None
+    return model.eval()

@@ -11,10 +11,10 @@ import warnings
 from typing import Any, TextIO
 
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.callbacks import Callback, RichProgressBar
+from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_logreg.callbacks.progress import EpochLines
+log = logging.getLogger(__name__)
 
 
 def quiet_libraries() -> None:
@@ -37,6 +37,15 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
         lambda record: not record.getMessage().startswith("`weights_only` was not set")
     )
+
+
+def quiet_in_multirun() -> None:
+    """A sweep's job prints its overrides, its epoch lines and its result: not Lightning's lines on the
+    accelerators found (the same for every job), which go through its `rank_zero` logger at INFO level."""
+    from mnist_logreg.errors import in_multirun
+
+    if in_multirun():
+        logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
 
 def format_results(metrics: dict[str, Any]) -> str:
@@ -96,20 +105,18 @@ def _add_branch(tree: Any, key: str, value: Any) -> None:
         tree.add(OmegaConf.to_yaml({key: value}).rstrip())
 
 
-def console_callbacks(callbacks: list[Callback], terminal: bool) -> list[Callback]:
-    """The callbacks, with the progress bar fit for where the output goes.
+def job_header(cfg: DictConfig) -> str:
+    """What a run prints first: the config tree for a single run; a sweep's job, its overrides (the sweep
+    printed the tree once, `ConfigTreeOnce`)."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        overrides = " ".join(HydraConfig.get().overrides.task) or "(none)"
+        return f"Job {HydraConfig.get().job.num}: {overrides}"
+    return f"Config:\n{config_tree(cfg)}"
 
-    In a terminal, as configured: rich redraws its live progress bar in place. Elsewhere (a file or a pipe:
-    SLURM, submitit, CI logs, `| tee`) every redraw would add to the file, so one log line per epoch takes
-    the bar's place (none for a bar switched off, `refresh_rate=0`). Rich's model summary is a static
-    table, written once either way.
-    """
-    if terminal:
-        return callbacks
-    plain: list[Callback] = []
-    for callback in callbacks:
-        if not isinstance(callback, RichProgressBar):
-            plain.append(callback)
-        elif callback.is_enabled:
-            plain.append(EpochLines())
-    return plain
+
+class ConfigTreeOnce(HydraCallback):
+    """At the start of a sweep, the composed config as a tree, once: each job then prints its overrides."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
+        task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        log.info("Config (each job adds its own overrides):\n%s", config_tree(task))

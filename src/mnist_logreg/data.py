@@ -19,7 +19,6 @@ from torch.utils.data import DistributedSampler
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
-from mnist_logreg.deskew import Deskew, deskew_
 from mnist_logreg.errors import UserError
 from mnist_logreg.records import write_json
 
@@ -60,7 +59,9 @@ class TensorBatches:
     Lightning prefetches none from a loader that has a length.
     """
 
-    batch_sampler = None  # Lightning inspects `sampler` and `batch_sampler` as it would on a DataLoader
+    # The two attributes of torch's `DataLoader` that Lightning reads off any loader that has a `sampler`: it
+    # calls the sampler's `set_epoch` before every epoch. None, as on a DataLoader that batches by itself.
+    batch_sampler = None
 
     def __init__(
         self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, sampler: EpochOrder
@@ -68,7 +69,7 @@ class TensorBatches:
         self.images = images
         self.labels = labels
         self.batch_size = batch_size
-        self.sampler = sampler
+        self.sampler = sampler  # as on a DataLoader: Lightning calls its `set_epoch` before every epoch
         self.batches_done = 0  # in the current epoch
         self._resume: dict[str, int] = {}
 
@@ -105,9 +106,8 @@ class MNISTDataModule(L.LightningDataModule):
     """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
 
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
-    (`transforms.ToTensor()` and nothing else). With `deskew=True` every image of every split is deskewed
-    once, as it is read (`mnist_logreg.deskew`); the option is saved in checkpoints with the others, and
-    `transform()` gives the same step as a module for whatever classifies images outside this data module.
+    (`transforms.ToTensor()` and nothing else): images as read. Whatever the model does to them first
+    (deskewing, `model.deskew=true`) is the model's, so that a checkpoint classifies images by itself.
     """
 
     def __init__(
@@ -119,7 +119,6 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         download: bool = True,
-        deskew: bool = False,
     ) -> None:
         super().__init__()
         _check_whole("batch_size", batch_size)
@@ -127,8 +126,6 @@ class MNISTDataModule(L.LightningDataModule):
         _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
         _check_whole("split_seed", split_seed, minimum=0)
         _check_whole("shuffle_seed", shuffle_seed, minimum=0)
-        if not isinstance(deskew, bool):
-            raise UserError(f"data.deskew={deskew!r} is invalid: it must be true or false.")
         self.save_hyperparameters(logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -137,7 +134,6 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.shuffle_seed = shuffle_seed
         self.download = download
-        self.deskew = deskew
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -249,15 +245,8 @@ class MNISTDataModule(L.LightningDataModule):
             self.splits["test"] = self._as_tensors(test.data, test.targets)
 
     def _as_tensors(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], as `transforms.ToTensor()` scales them,
-        deskewed if the data module deskews."""
-        pixels = images.reshape(len(images), -1).float().div_(255.0)
-        return (deskew_(pixels) if self.deskew else pixels), labels.long()
-
-    def transform(self) -> torch.nn.Module:
-        """What this data module does to an image in [0, 1] after reading it, as a module: a classifier
-        trained on its splits needs it in front of the model wherever it reads images of its own."""
-        return Deskew() if self.deskew else torch.nn.Identity()
+        """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], the scale of `transforms.ToTensor()`."""
+        return images.reshape(len(images), -1).float().div_(255.0), labels.long()
 
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         images, labels = self.splits[split]

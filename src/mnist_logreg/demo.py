@@ -24,7 +24,7 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP, render
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.errors import UserError
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.preprocess import SIZE, ImageError, to_mnist
@@ -82,19 +82,28 @@ class Reading:
         return self.probabilities.argsort(descending=True, stable=True).tolist()
 
 
-def read(model: LogisticRegression, image: Image.Image, transform: torch.nn.Module | None = None) -> Reading:
+def read(model: LogisticRegression, image: Image.Image) -> Reading:
     """Preprocess `image` as predict.py does, classify it, and split each logit into its pixels' parts.
 
-    `transform` is the checkpoint's own (deskewing, for a model trained on deskewed images): the image the
-    model sees, and the evidence maps, are then those after it.
+    The image the model sees, and the evidence maps, are those after the model's input transform (the
+    deskew, for a model trained on deskewed images).
     """
     pixels = to_mnist(image)  # 1 x 28 x 28
     with torch.no_grad():
-        if transform is not None:
-            pixels = transform(pixels.unsqueeze(0))[0]
         logits = model(pixels.unsqueeze(0))[0]
-        evidence = pixels * model.linear.weight.reshape(-1, SIZE, SIZE)
-    return Reading(pixels[0], evidence, model.linear.bias.detach().clone(), logits, logits.softmax(0))
+        seen = model.transform(pixels.unsqueeze(0))[0]
+        evidence = seen * model.net.weight.reshape(-1, SIZE, SIZE)
+    return Reading(seen[0], evidence, model.net.bias.detach().clone(), logits, logits.softmax(0))
+
+
+def linear_model(model: LogisticRegression, ckpt_path: Path) -> LogisticRegression:
+    """The demo's evidence maps are a linear model's exact explanation: another network is refused."""
+    if not isinstance(model.net, torch.nn.Linear):
+        raise DemoError(
+            f"{ckpt_path} holds a {type(model.net).__name__} network: the demo explains a linear model's "
+            "weights; pass ckpt_path= a checkpoint trained with model/net=linear"
+        )
+    return model
 
 
 def zoom(image: np.ndarray) -> np.ndarray:
@@ -156,17 +165,15 @@ def model_summary(ckpt_path: Path) -> str:
     return f"Model: `{ckpt_path}`, {accuracy:.1%} right on MNIST's 10,000 test digits"
 
 
-def build_app(
-    model: LogisticRegression, ckpt_path: Path, transform: torch.nn.Module | None = None
-) -> gr.Blocks:
+def build_app(model: LogisticRegression, ckpt_path: Path) -> gr.Blocks:
     """The page: a canvas (or a photo) in, what the model sees and why it answers out."""
     gr = require_gradio()
-    limit = float(model.linear.weight.detach().abs().max()) or 1.0
+    limit = float(model.net.weight.detach().abs().max()) or 1.0
 
     def answer(canvas: dict[str, Any] | None, other: str) -> tuple[Any, ...]:
         image = canvas["composite"] if canvas else None
         try:
-            reading = read(model, image, transform) if image is not None else None
+            reading = read(model, image) if image is not None else None
         except ImageError:  # a blank canvas or photo: nothing to answer yet
             reading = None
         if reading is None:
@@ -219,7 +226,7 @@ def build_app(
             why_not = gr.Image(label="Why not another", format="png", height=300, elem_id="why-not")
             with gr.Column():
                 other = gr.Radio(
-                    [RUNNER_UP, *(str(digit) for digit in range(model.linear.out_features))],
+                    [RUNNER_UP, *(str(digit) for digit in range(model.net.out_features))],
                     value=RUNNER_UP,
                     label="Why not… (the second map)",
                     elem_id="other",
@@ -291,8 +298,8 @@ def serve(cfg: DictConfig) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     ckpt_path = cfg.get("ckpt_path")
     ckpt_path = Path(ckpt_path) if ckpt_path else latest_checkpoint(Path(cfg.paths.root_dir))
-    model, datamodule = load_checkpoint(ckpt_path)
-    app = build_app(model, ckpt_path, datamodule.transform())
+    model = linear_model(load_model(ckpt_path), ckpt_path)
+    app = build_app(model, ckpt_path)
     url = start(app, cfg.server_name, cfg.server_port)
     log.info("Model: %s", ckpt_path)
     log.info("Open %s in a browser; Ctrl+C stops the demo", url)

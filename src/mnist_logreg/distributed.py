@@ -1,4 +1,4 @@
-"""DDP under Hydra: refused in a multirun where Lightning would start the ranks by re-running the script.
+"""DDP under Hydra: refused in a multirun where Lightning would start the ranks itself.
 
 Lightning starts ranks 1..N-1 of a DDP run by running the command line (`sys.argv`) again, `LOCAL_RANK` set.
 For a single run that is right: Lightning adds `hydra.run.dir=<this run's directory>`, so every rank trains in
@@ -10,23 +10,23 @@ so each extra rank would start a sweep of its own. Where the processes are start
 from __future__ import annotations
 
 import lightning as L
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from mnist_logreg.errors import UserError, in_multirun
 
 
 def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:
-    """Raise a `UserError` before `fit` if this multirun job would re-launch the script for its DDP ranks."""
-    launcher = trainer.strategy.launcher
-    relaunches = (
-        isinstance(launcher, _SubprocessScriptLauncher)
-        and launcher.num_processes > 1
-        and not launcher.cluster_environment.creates_processes_externally
-    )
-    if relaunches and in_multirun():
+    """Raise a `UserError` before `fit` if this multirun job would start processes for its DDP ranks.
+
+    Judged from public attributes: several processes that the cluster does not create. Lightning's launchers
+    are private classes, so a `ddp_spawn` job (which would not re-run the sweep) is refused too.
+    """
+    processes = trainer.num_devices * trainer.num_nodes
+    environment = getattr(trainer.strategy, "cluster_environment", None)  # a parallel strategy's only
+    external = environment is not None and environment.creates_processes_externally
+    if processes > 1 and not external and in_multirun():
         raise UserError(
-            f"trainer.devices={launcher.num_processes} with DDP cannot run inside a multirun (-m): Lightning "
+            f"trainer.devices={trainer.num_devices} with DDP cannot run inside a multirun (-m): Lightning "
             "would start each extra process by re-running the whole sweep. Sweep with one process per job "
             "(trainer.devices=1), or let SLURM start each job's processes: hydra/launcher=slurm "
-            f"hydra.launcher.tasks_per_node={launcher.num_processes} (README: GPU and clusters)."
+            f"hydra.launcher.tasks_per_node={trainer.num_devices} (README: GPU and clusters)."
         )

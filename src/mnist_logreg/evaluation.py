@@ -4,37 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.assembly import build_datamodule, build_trainer
+from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.config import check_parts
 from mnist_logreg.console import format_results, quiet_libraries
-from mnist_logreg.records import write_json
-from mnist_logreg.training import build_trainer
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Test a checkpoint on the official 10k test images; the model and data settings come from it alone.
-
-    The numbers equal those of the training run that wrote the checkpoint: same weights, same data.
-    """
+    """Test a checkpoint on the official 10k test images: the classifier, input transform included, comes
+    from the checkpoint alone, so the numbers equal those of the training run that wrote it."""
     quiet_libraries()
     check_parts(cfg)
-    output_dir = Path(cfg.paths.output_dir)
-    model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
-    trainer = build_trainer(cfg)
-    started = time.perf_counter()
-    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
-    metrics: dict[str, Any] = {"status": "completed", "test_time_s": time.perf_counter() - started}
-    metrics.update({name: float(value) for name, value in results.items()})
-    metrics["ckpt_path"] = os.path.abspath(cfg.ckpt_path)
+    model = load_model(cfg.get("ckpt_path"))
+    trainer = build_trainer(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
+    trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
+    metrics = next(c for c in trainer.callbacks if isinstance(c, RunRecord)).metrics
     if trainer.is_global_zero:
-        write_json(output_dir / "metrics.json", metrics)
-        log.info("Results (%s):\n%s", output_dir, format_results(metrics))
+        log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))
     return metrics

@@ -1,11 +1,4 @@
-"""What a run is called and what it is compared by, in TensorBoard's HParams tab and in MLflow.
-
-The HParams record is its own run, `tensorboard/hparams/`, holding the session (the hyperparameters) and one
-point each of `val/acc` and `test/acc`: the values in `metrics.json`. TensorBoard shows a session's metric as
-the last value of that tag in the session's run, which in the training run itself would be the last epoch's
-`val/acc`, not the best checkpoint's. No experiment summary is written, so TensorBoard takes the union of
-every job's hyperparameters: a sweep over `optimizer=sgd,adam` still shows `optimizer/momentum`.
-"""
+"""What a run is called and what it is compared by, in TensorBoard's HParams tab and in MLflow."""
 
 from __future__ import annotations
 
@@ -13,16 +6,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from tensorboard.plugins.hparams.summary_v2 import hparams_pb
-from torch.utils.tensorboard import SummaryWriter
 
 from mnist_logreg.errors import in_multirun
 
-HPARAMS_METRICS = ("val/acc", "test/acc")
 # What a person compares runs by: the settings of these groups, and these keys.
 HPARAMS_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
 HPARAMS_KEYS = ("seed", "tags")
@@ -30,19 +18,6 @@ HPARAMS_KEYS = ("seed", "tags")
 CHOICES = ("experiment", "data", "model", "optimizer", "scheduler", "trainer")
 
 HParamValue = bool | int | float | str
-
-
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Write the HParams record beside the run's TensorBoard scalars (if it has a TensorBoard logger)."""
-    logger = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if logger is None:
-        return
-    with SummaryWriter(str(Path(logger.log_dir) / "hparams")) as writer:
-        session = hparams_pb(hyperparameters(cfg), trial_id=run_name())
-        writer.file_writer.add_summary(session, trainer.global_step)
-        for name in HPARAMS_METRICS:
-            if name in metrics:
-                writer.add_scalar(name, metrics[name], trainer.global_step)
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, HParamValue]:

@@ -12,10 +12,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
+from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
 from mnist_logreg.config import check_config
 from mnist_logreg.console import command_line, quiet_libraries
 from mnist_logreg.records import replaced_atomically, write_json
-from mnist_logreg.training import build_data_and_model, build_trainer
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule, model = build_data_and_model(cfg)
+    datamodule, model = build_datamodule(cfg), build_model(cfg)
     trainer = build_trainer(cfg)
     finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **cfg.lr_find)
     if finder is None:  # on a rank other than 0

@@ -4,12 +4,13 @@
 Lightning's `MLFlowLogger` logs the same metrics as TensorBoard while the run trains. Around it, this module
 adds what the logger leaves to its user:
 - before the logger is built, the store's tables and the experiment are created under a lock: the jobs of a
-  parallel sweep would otherwise race to create them, and all but one fail;
-- at the start, the flattened config as params, the `tags` list as tags (and `run_dir`, `sweep`);
-- in every checkpoint, the MLflow run's id, so that a run resumed from it (`ckpt_path=`) logs to that run;
-- at the end, the final metrics (`val/acc_best`: the tested checkpoint's) and the artifacts: the figures,
-  `metrics.json`, `.hydra/config.yaml` and the best checkpoint;
-- a run stopped by a signal (Ctrl-C, SIGTERM, a requeue) is KILLED, not FAILED: it is resumable.
+  parallel sweep would otherwise race to create them, and all but one fail (`logger_options`);
+- the run's life, in one callback (`MLflowRun`): at the start, the flattened config as params, the `tags`
+  list as tags (and `run_dir`, `sweep`); in every checkpoint, the MLflow run's id, so that a run resumed
+  from it (`ckpt_path=`) logs to that run; at the end, the final metrics (`val/acc_best`: the tested
+  checkpoint's) and the artifacts: the figures, `metrics.json`, `.hydra/config.yaml` and the best checkpoint;
+- a run stopped by a signal (Ctrl-C, SIGTERM, a requeue) ends KILLED, not FAILED: it is resumable
+  (`MLflowLogger`, where Lightning ends the run).
 
 The store is a SQLite file, `logs/mlflow.db`, that every run and sweep job writes to and that
 `mlflow ui --backend-store-uri sqlite:///logs/mlflow.db` reads: no server is needed. MLflow's sessions wait
@@ -21,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,9 +35,8 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import ModelFigures
-from mnist_logreg.checkpoints import LAST, read_checkpoint
-from mnist_logreg.errors import UserError, in_multirun
-from mnist_logreg.hparams import flatten_config, group_choices, run_name, sweep_name
+from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.errors import UserError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,24 +52,23 @@ def is_mlflow(node: DictConfig) -> bool:
     return isinstance(target, type) and issubclass(target, MLFlowLogger)
 
 
-def logger_options(name: str, node: DictConfig, ckpt_path: str | None) -> dict[str, Any]:
-    """What an MLflow logger's config cannot say: the run's name and, resuming, the run to continue.
+def logger_options(name: str, node: DictConfig, run_name: str, resumed_run_id: str | None) -> dict[str, Any]:
+    """What an MLflow logger's config cannot say: the run's name and, resuming, the run to continue (the one
+    the checkpoint logged to, `resumed_run_id`).
 
-    Empty for other loggers. Creates the store and the experiment first (see `prepare_store`).
+    Creates the store and the experiment first (see `prepare_store`).
     """
-    if not is_mlflow(node):
-        return {}
     if importlib.util.find_spec("mlflow") is None:
         raise UserError(f'logger.{name} needs MLflow, which is not installed: pip install -e ".[mlflow]"')
     client = prepare_store(node)
     options: dict[str, Any] = {}
     if node.get("run_name") is None:
-        options["run_name"] = run_name()
-    if node.get("run_id") is None and ckpt_path:
-        run_id = read_checkpoint(ckpt_path, (), LAST).get(RUN_ID_KEY)
-        if run_id and client is not None and not _has_run(client, run_id):
+        options["run_name"] = run_name
+    if node.get("run_id") is None and resumed_run_id:
+        run_id: str | None = resumed_run_id
+        if client is not None and not _has_run(client, resumed_run_id):
             uri = node.tracking_uri
-            log.warning("%s logged to MLflow run %s, not in %s: a new run starts", ckpt_path, run_id, uri)
+            log.warning("The checkpoint logged to MLflow run %s, not in %s: a new run starts", run_id, uri)
             run_id = None
         options["run_id"] = run_id
     return options
@@ -110,13 +109,73 @@ def prepare_store(node: DictConfig) -> MlflowClient | None:
     return client
 
 
-def mlflow_callbacks(loggers: list[Logger]) -> list[Callback]:
-    """What a trainer with an MLflow logger needs besides the configured callbacks: `MLflowRunId`."""
-    return [MLflowRunId()] if mlflow_logger(loggers) is not None else []
+class MLflowLogger(MLFlowLogger):
+    """Lightning's `MLFlowLogger`, except that a run ended by a signal (Ctrl-C, SIGTERM, a requeue:
+    `StopOnInterrupt` saved it and ended the process) is KILLED, not FAILED: it is resumable, and RUNNING
+    again when resumed.
+
+    Lightning ends the run with `finalize("failed")` while it handles the exception, after the callbacks'
+    `on_exception`, so the exception is still the one being handled here.
+    """
+
+    def finalize(self, status: str = "success") -> None:
+        if status == "failed" and isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
+            status = "KILLED"
+        super().finalize(status)
 
 
-class MLflowRunId(Callback):
-    """Keeps the MLflow run's id in each checkpoint: a run resumed from one continues the same MLflow run."""
+def mlflow_logger(loggers: list[Logger]) -> MLFlowLogger | None:
+    return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
+
+
+class MLflowRun(Callback):
+    """The MLflow run's life around Lightning's logger, on rank 0.
+
+    - at the start (`setup`): the run is RUNNING (a resumed one was ended before), with `params` (MLflow keeps
+      a run's first params: a resumed run adds new ones only) and `tags`;
+    - in every checkpoint: the run's id, so that a run resumed from it continues the same MLflow run;
+    - at the end (`teardown` of the run's last stage, before `metrics.json` is written): the final metrics
+      (`val/acc` as `val/acc_best`: the tested checkpoint's, not the last validation's) and the artifacts:
+      `metrics.json`'s content, `config_file`, the figures and the best checkpoint.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        tags: dict[str, str],
+        config_file: str | Path | None = None,
+        last_stage: str = "test",
+    ) -> None:
+        self.params = params
+        self.tags = tags
+        self.config_file = Path(config_file) if config_file else None
+        self.last_stage = last_stage
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        logger = mlflow_logger(trainer.loggers)
+        if logger is None or stage != "fit" or not trainer.is_global_zero:
+            return
+        from mlflow.entities import RunTag
+
+        client, run_id = logger.experiment, logger.run_id
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":  # a resumed run, stopped or failed before: it runs again
+            client.update_run(run_id, status="RUNNING")
+        recorded = run.data.params
+        changed = [
+            key for key, value in self.params.items() if key in recorded and recorded[key] != str(value)
+        ]
+        if changed:
+            key = changed[0]
+            log.warning(
+                "MLflow keeps a run's first params: %s=%s stays, not %s (%d differ)",
+                key,
+                recorded[key],
+                self.params[key],
+                len(changed),
+            )
+        logger.log_hyperparams({key: value for key, value in self.params.items() if key not in recorded})
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in self.tags.items()])
 
     def on_save_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
@@ -125,87 +184,29 @@ class MLflowRunId(Callback):
         if logger is not None:
             checkpoint[RUN_ID_KEY] = logger.run_id
 
-
-def mlflow_logger(loggers: list[Logger]) -> MLFlowLogger | None:
-    return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
-
-
-def start_mlflow_run(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Open the MLflow run (a new one, or the resumed one) and record its params and tags (rank 0 only)."""
-    logger = mlflow_logger(trainer.loggers)
-    if logger is None:
-        return
-    from mlflow.entities import RunTag
-
-    client, run_id = logger.experiment, logger.run_id
-    run = client.get_run(run_id)
-    if run.info.status != "RUNNING":  # a resumed run, finished or failed before: it runs again
-        client.update_run(run_id, status="RUNNING")
-
-    # MLflow refuses to change a param: a resumed run adds the new ones and keeps the others as they were.
-    params = {**group_choices(), **flatten_config(cfg)}
-    recorded = run.data.params
-    changed = [key for key, value in params.items() if key in recorded and recorded[key] != str(value)]
-    if changed:
-        log.warning(
-            "MLflow keeps a run's first params: %s=%s stays, not %s (%d differ)",
-            changed[0],
-            recorded[changed[0]],
-            params[changed[0]],
-            len(changed),
-        )
-    logger.log_hyperparams({key: value for key, value in params.items() if key not in recorded})
-
-    tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
-    tags["run_dir"] = str(Path(cfg.paths.output_dir).resolve())
-    if in_multirun():
-        tags["sweep"] = sweep_name()
-    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-
-
-@contextlib.contextmanager
-def killed_when_stopped(trainer: L.Trainer) -> Iterator[None]:
-    """Lightning ends the MLflow run as FAILED on any exception; one stopped by a signal (`StopOnInterrupt`
-    saved it and ended the process with SystemExit or KeyboardInterrupt) is marked KILLED instead. It becomes
-    RUNNING again when it is resumed."""
-    try:
-        yield
-    except (KeyboardInterrupt, SystemExit):
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         logger = mlflow_logger(trainer.loggers)
-        if logger is not None and trainer.is_global_zero:
-            logger.experiment.set_terminated(logger.run_id, "KILLED")
-        raise
+        if logger is None or stage != self.last_stage or not trainer.is_global_zero:
+            return
+        from mlflow.entities import Metric
 
-
-def finish_mlflow_run(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, Any]) -> None:
-    """Add the final metrics and the artifacts to the run (rank 0 only, before `metrics.json` is written).
-
-    `val/acc` in metrics.json is the tested checkpoint's, not the last validation's, so it is recorded as
-    `val/acc_best`; the metrics Lightning already logged (`test/acc`, ...) are not logged twice.
-    """
-    logger = mlflow_logger(trainer.loggers)
-    if logger is None:
-        return
-    from mlflow.entities import Metric
-
-    client, run_id = logger.experiment, logger.run_id
-    logged = client.get_run(run_id).data.metrics
-    now = int(time.time() * 1000)
-    final = []
-    for key, value in metrics.items():
-        key = "val/acc_best" if key == "val/acc" else key
-        if isinstance(value, (int, float)) and key != "seed" and logged.get(key) != value:
-            final.append(Metric(key, float(value), now, trainer.global_step))
-    client.log_batch(run_id, metrics=final)
-
-    output_dir = Path(cfg.paths.output_dir)
-    client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
-    config = output_dir / ".hydra" / "config.yaml"
-    if config.is_file():
-        client.log_artifact(run_id, str(config), ".hydra")
-    for callback in trainer.callbacks:
-        if isinstance(callback, ModelFigures) and callback.dirpath.is_dir():
-            client.log_artifacts(run_id, str(callback.dirpath), "figures")
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if best:
-        client.log_artifact(run_id, best, "checkpoints")
+        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+        metrics = record.metrics if record is not None else {}
+        client, run_id = logger.experiment, logger.run_id
+        logged = client.get_run(run_id).data.metrics
+        now = int(time.time() * 1000)
+        final = []
+        for key, value in metrics.items():
+            key = "val/acc_best" if key == "val/acc" else key
+            if isinstance(value, (int, float)) and key != "seed" and logged.get(key) != value:
+                final.append(Metric(key, float(value), now, trainer.global_step))
+        client.log_batch(run_id, metrics=final)
+        client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
+        if self.config_file is not None and self.config_file.is_file():
+            client.log_artifact(run_id, str(self.config_file), ".hydra")
+        for callback in trainer.callbacks:
+            if isinstance(callback, ModelFigures) and callback.dirpath.is_dir():
+                client.log_artifacts(run_id, str(callback.dirpath), "figures")
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if best:
+            client.log_artifact(run_id, best, "checkpoints")

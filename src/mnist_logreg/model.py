@@ -1,82 +1,108 @@
-"""Multinomial logistic regression as a LightningModule: one linear layer, raw logits, cross-entropy."""
+"""The classifier as a LightningModule: input transform, network, cross-entropy, accuracy, optimizers.
+
+A checkpoint of this module is the whole classifier: `LogisticRegression.load_from_checkpoint(path)` rebuilds
+the input transform (identity, or the deskew) and the network from the checkpoint's hyperparameters, and
+`model(images)` on images as read gives the accuracy the run recorded.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from hydra.utils import get_class, instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_logreg.deskew import Deskew
+
 TRAIN_COUNT_KEY = "train_accuracy_count"  # in each checkpoint: the training epoch's [correct, seen] per rank
+
+# The default network: multinomial logistic regression, one linear layer from the 784 pixels to 10 logits.
+LINEAR = {"_target_": "torch.nn.Linear", "in_features": 784, "out_features": 10}
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 
 
-class LogisticRegression(L.LightningModule):
-    """`nn.Linear(784, 10)` trained with `CrossEntropyLoss`, which applies the softmax itself.
+def build_net(spec: Mapping[str, Any]) -> nn.Module:
+    """The network a `_target_` spec describes (`conf/model/net/`), built with Hydra's `instantiate`.
 
+    The spec is a checkpoint's hyperparameter, so every `_target_` in it must be a `torch.nn.Module` class:
+    a checkpoint can then build modules, and call nothing else.
+    """
+    _check_targets(spec)
+    return instantiate(dict(spec), _convert_="all")
+
+
+def _check_targets(node: Any) -> None:
+    if isinstance(node, Mapping):
+        if "_target_" in node:
+            target = get_class(str(node["_target_"]))
+            if not issubclass(target, nn.Module):
+                raise TypeError(f"model.net: {node['_target_']} is not a torch.nn.Module")
+        for value in node.values():
+            _check_targets(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            _check_targets(value)
+
+
+class LogisticRegression(L.LightningModule):
+    """`net` (default `nn.Linear(784, 10)`) on the images after `deskew` (or none), trained with
+    `CrossEntropyLoss`, which applies the softmax itself.
+
+    `net` is a plain `_target_` spec, not a module, so that it is saved with the other hyperparameters and a
+    checkpoint rebuilds the network by itself (`conf/model/net/mlp.yaml` swaps in another one).
     `optimizer` and `scheduler` are factories (Hydra's `_partial_: true`) that this module calls with its own
-    parameters and optimizer, in `configure_optimizers`, the way Lightning expects: Lightning then steps the
-    scheduler (every `scheduler_interval`), and its gradient clipping, gradient accumulation and learning-rate
-    finder work on this module as on any other. The factories are left out of the saved hyperparameters, so
-    that checkpoints hold plain values only and load under `torch.load(weights_only=True)`.
+    parameters and optimizer in `configure_optimizers`, the way Lightning expects: Lightning then steps the
+    scheduler, and its gradient clipping, accumulation and learning-rate finder work. The factories are left
+    out of the saved hyperparameters: checkpoints hold plain values only and load with `weights_only=True`.
     """
 
     def __init__(
         self,
+        net: Mapping[str, Any] | None = None,
+        deskew: bool = False,
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
-        input_size: int = 784,
-        num_classes: int = 10,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
-        self.linear = nn.Linear(input_size, num_classes)
+        # Part of the model, not of the data: whoever feeds it images as read gets what training saw.
+        self.transform = Deskew() if deskew else nn.Identity()
+        self.net = build_net(net or LINEAR)
         self.loss = nn.CrossEntropyLoss()
+        # Lightning's model summary runs this through the model for the shapes and FLOPs it shows.
+        self.example_input_array = torch.zeros(1, 1, 28, 28)
         # The training epoch's correct predictions, counted on the model's device: adding to a tensor needs
         # no device sync, and the count is logged once per epoch (a metric object's `update` per step would
         # cost more than this model's whole step; docs/performance.md).
         self.register_buffer("train_correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_seen = 0
+        num_classes = self.net(self.example_input_array.flatten(1)).shape[1]
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = self.val_acc.clone()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for images shaped `N x 784` or `N x 1 x 28 x 28`, pixels in [0, 1]."""
-        return self.linear(images.flatten(1))
+        """Logits for images as read: pixels in [0, 1], `N x 784`, `N x 28 x 28` or `N x 1 x 28 x 28`."""
+        return self.net(self.transform(images).flatten(1))
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        if self.loggers_write_this_step():
-            self.log("train/loss", loss)
+        self.log("train/loss", loss)
         self.train_correct += (logits.argmax(1) == labels).sum()
         self.train_seen += len(labels)
         return loss
-
-    def loggers_write_this_step(self) -> bool:
-        """Whether Lightning hands this step's logged values to the loggers (its `log_every_n_steps` rule).
-
-        Lightning keeps every `self.log` value but passes a step's values on only every `log_every_n_steps`
-        optimizer steps, or when the fit is about to stop; on the other steps `self.log` would cost more than
-        this model's forward and backward pass for values that nobody sees. Asked inside `training_step`,
-        before the optimizer step that `trainer.global_step` counts. Not on the progress bar either: it turns
-        each value into a Python number after every step, which on a GPU means waiting for the device.
-        """
-        trainer = self.trainer
-        every = trainer.log_every_n_steps
-        step_logs = every > 0 and (trainer.should_stop or (trainer.global_step + 1) % every == 0)
-        return bool(trainer.fast_dev_run) or step_logs
 
     def on_train_epoch_start(self) -> None:
         self.train_correct.zero_()
@@ -94,6 +120,10 @@ class LogisticRegression(L.LightningModule):
         checkpoint[TRAIN_COUNT_KEY] = self.all_gather(count).cpu().reshape(-1, 2).tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        upgrade_checkpoint(checkpoint)
+        if checkpoint["hyper_parameters"].get("deskew") and not self.hparams.deskew:  # an upgraded one
+            self.hparams.deskew = True
+            self.transform = Deskew()
         try:
             world_size = self.trainer.world_size
         except RuntimeError:  # not attached to a Trainer (`load_from_checkpoint`): nothing to go on with
@@ -127,7 +157,8 @@ class LogisticRegression(L.LightningModule):
             return optimizer
         options = {}
         # A schedule over the whole run (OneCycleLR) needs the run's length in optimizer steps, which depends
-        # on the data, the batch size, max_epochs and accumulation: Lightning works it out.
+        # on the data, the batch size, max_epochs and accumulation: Lightning works it out. The factory's
+        # own arguments say whether it takes one: `total_steps` left unset (None) in its config.
         takes = inspect.signature(self.scheduler_factory).parameters
         if "total_steps" in takes and takes["total_steps"].default is None:
             options["total_steps"] = int(self.trainer.estimated_stepping_batches)
@@ -136,3 +167,17 @@ class LogisticRegression(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+def upgrade_checkpoint(checkpoint: dict[str, Any]) -> None:
+    """A checkpoint written before the model held its input transform and its network as `net`: the deskew
+    was the data module's (`datamodule_hyper_parameters.deskew`), the layer was `linear`. Upgraded in place,
+    so that it loads, predicts and resumes as it did."""
+    hparams = checkpoint.setdefault("hyper_parameters", {})
+    if "net" in hparams:
+        return
+    hparams["net"] = dict(LINEAR)
+    state = checkpoint.get("state_dict", {})
+    for key in [k for k in state if k.startswith("linear.")]:
+        state["net." + key.removeprefix("linear.")] = state.pop(key)
+    hparams["deskew"] = bool((checkpoint.get("datamodule_hyper_parameters") or {}).get("deskew", False))

@@ -1,9 +1,9 @@
 """A checkpoint as an ONNX model, checked against PyTorch on the whole test set before it is kept.
 
 The model takes float32 pixels in [0, 1] shaped N x 1 x 28 x 28 (any N) and returns logits, exactly what
-the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step. A
-checkpoint trained on transformed images (`data.deskew=true`) has the data module's transform in the graph,
-in front of the linear layer, so that an ONNX user feeds the same pixels and gets the same accuracy.
+the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step. The
+module's input transform (`model.deskew=true`) is part of its forward pass, so it is in the graph, in front
+of the network: an ONNX user feeds the same pixels and gets the same accuracy.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from mnist_logreg.checkpoints import load_checkpoint
-from mnist_logreg.data import MNISTDataModule
+from mnist_logreg.checkpoints import load_model
+from mnist_logreg.config import build
 from mnist_logreg.errors import UserError
 from mnist_logreg.records import replaced_atomically
 
@@ -78,13 +78,12 @@ def compare_with_torch(model: nn.Module, path: Path, images: torch.Tensor) -> tu
 
 def export(cfg: DictConfig) -> Path:
     """Export, verify on the official test set, and only then move the file to its final name."""
-    model, datamodule = load_checkpoint(cfg.get("ckpt_path"), data_dir=cfg.paths.data_dir)
-    classifier = nn.Sequential(datamodule.transform(), model)
-    # The graph applies the transform itself, so it is checked on the test images as read, untransformed.
-    as_read = MNISTDataModule(**{**datamodule.hparams, "deskew": False})
-    as_read.prepare_data()
-    as_read.setup("test")
-    images, labels = as_read.splits["test"]
+    classifier = load_model(cfg.get("ckpt_path"))
+    # The graph applies the input transform itself: it is checked on the test images as read.
+    datamodule = build("data", cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    images, labels = datamodule.splits["test"]
 
     path = Path(cfg.onnx_path)
     with replaced_atomically(path) as tmp:

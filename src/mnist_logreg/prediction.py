@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from mnist_logreg.checkpoints import load_classifier
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
 from mnist_logreg.records import replaced_atomically, write_text
@@ -114,7 +114,7 @@ def predict(cfg: DictConfig) -> list[Prediction]:
     files = find_images(str(cfg.images))
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
-    rows = predict_files(load_classifier(cfg.get("ckpt_path")), files)
+    rows = predict_files(load_model(cfg.get("ckpt_path")), files)
     folder = Path(cfg.paths.output_dir)
     write_inputs(folder, rows)
     output = folder / "predictions.csv"

@@ -15,6 +15,7 @@ import random
 import shlex
 import shutil
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
 from mnist_logreg.console import command_line
+from mnist_logreg.model import upgrade_checkpoint
 from mnist_logreg.records import replaced_atomically
 
 log = logging.getLogger(__name__)
 
-# A resumed run must see the same data in the same order as the run it continues.
-RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed", "deskew")
+# A resumed run must see the same data in the same order, through the same input transform, as the run it
+# continues.
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -89,13 +92,15 @@ def check_resume(
     datamodule: L.LightningDataModule,
     optimizer: torch.optim.Optimizer,
     max_epochs: int | None = None,
-) -> None:
-    """Refuse a `ckpt_path` that cannot be resumed, or that would silently continue a different run.
+) -> dict[str, Any]:
+    """The checkpoint at `path`, read once; refused if it cannot be resumed, or would silently continue a
+    different run.
 
     `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
     rate included, so a different optimizer or setting in the config would be ignored without a word.
     """
     checkpoint = read_checkpoint(path, ("state_dict", "loops", "optimizer_states"), LAST)
+    upgrade_checkpoint(checkpoint)
     epoch = checkpoint.get("epoch", 0)
     if max_epochs not in (None, -1) and epoch > max_epochs:
         raise CheckpointError(
@@ -109,6 +114,14 @@ def check_resume(
         raise CheckpointError(
             f"ckpt_path={path} does not fit this model: {name} is {expected.get(name)} here and "
             f"{found.get(name)} in the checkpoint; resume with the model settings it was trained with."
+        )
+
+    saved_deskew = bool(checkpoint.get("hyper_parameters", {}).get("deskew", False))
+    if saved_deskew != bool(model.hparams.get("deskew", False)):
+        raise CheckpointError(
+            f"ckpt_path={path} was trained with model.deskew={str(saved_deskew).lower()}, this run has "
+            f"{str(not saved_deskew).lower()}: resume with the checkpoint's value, or start a new run "
+            "without ckpt_path."
         )
 
     saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
@@ -141,6 +154,7 @@ def check_resume(
                     f"{current[key]}: a resumed run keeps the checkpoint's optimizer settings; pass "
                     f"optimizer.{key}={saved[key]}, or start a new run without ckpt_path."
                 )
+    return checkpoint
 
 
 def _plain(value: Any) -> Any:
@@ -166,14 +180,19 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     last = Path(output_dir) / "checkpoints" / "last.ckpt"
     if in_submitit_job() and last.is_file() and not _finished(Path(output_dir)):
         log.info("This submitit job was stopped before: continuing from %s", last)
-        return str(last)
-    if ckpt_path != "auto":
-        return ckpt_path or None
-    if last.is_file():
+        resolved: str | None = str(last)
+    elif ckpt_path != "auto":
+        resolved = ckpt_path or None
+    elif last.is_file():
         log.info("ckpt_path=auto: resuming from %s", last)
-        return str(last)
-    log.info("ckpt_path=auto: no %s yet, starting afresh", last)
-    return None
+        resolved = str(last)
+    else:
+        log.info("ckpt_path=auto: no %s yet, starting afresh", last)
+        resolved = None
+    if resolved and Path(resolved).resolve().parent == last.parent.resolve():
+        # Resumed in its own directory, whose checkpoints Lightning would warn about as if they were strays.
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    return resolved
 
 
 def in_submitit_job() -> bool:

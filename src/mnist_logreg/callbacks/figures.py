@@ -22,8 +22,8 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
-from torchvision.datasets import MNIST
 
 from mnist_logreg.deskew import shear
 from mnist_logreg.records import replaced_atomically
@@ -186,7 +186,8 @@ class ModelFigures(L.Callback):
     """Draws the figures when testing ends; saves them as PNG in `dirpath` and logs them to TensorBoard.
 
     The figures show the tested model (the best checkpoint, after fit) on the whole test split of the
-    data module, on the first rank only.
+    data module, on the first rank only. The weight templates need a linear network (`model/net=linear`);
+    the deskewing figure, a model that deskews.
     """
 
     def __init__(self, dirpath: str) -> None:
@@ -197,22 +198,20 @@ class ModelFigures(L.Callback):
             return
         images, labels = trainer.datamodule.splits["test"]
         with torch.no_grad():
-            probs = pl_module(images.to(pl_module.device)).softmax(1).cpu()
+            seen = pl_module.transform(images.to(pl_module.device)).cpu()  # what the network reads
+            probs = pl_module.net(seen.flatten(1).to(pl_module.device)).softmax(1).cpu()
         images, labels = images.cpu(), labels.cpu()
         num_classes = probs.shape[1]
-        figures = {
-            "weight_templates": weight_templates(pl_module.linear.weight),
-            "confusion_matrix": confusion_figure(confusion_matrix(probs.argmax(1), labels, num_classes)),
-            "confident_mistakes": mistakes_figure(
-                images, labels, probs, confident_mistakes(probs, labels, math.prod(MISTAKES_GRID))
-            ),
-        }
-        if getattr(trainer.datamodule, "deskew", False):
+        figures = {}
+        if isinstance(pl_module.net, nn.Linear):
+            figures["weight_templates"] = weight_templates(pl_module.net.weight)
+        figures["confusion_matrix"] = confusion_figure(confusion_matrix(probs.argmax(1), labels, num_classes))
+        figures["confident_mistakes"] = mistakes_figure(
+            seen, labels, probs, confident_mistakes(probs, labels, math.prod(MISTAKES_GRID))
+        )
+        if not isinstance(pl_module.transform, nn.Identity):
             picked = first_of_each_class(labels, num_classes)
-            # The split holds the deskewed images only; the file has them as read.
-            read = MNIST(str(trainer.datamodule.data_dir), train=False).data[picked]
-            before = read.reshape(len(picked), -1).float() / 255.0
-            figures["deskewing"] = deskew_figure(before, images[picked], labels[picked])
+            figures["deskewing"] = deskew_figure(images[picked], seen[picked], labels[picked])
         self.dirpath.mkdir(parents=True, exist_ok=True)
         for name, fig in figures.items():
             self.save_and_log(trainer, name, render(fig))

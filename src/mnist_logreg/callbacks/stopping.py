@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_logreg.errors import UserError, in_multirun, one_line, record_status
 from mnist_logreg.resume import in_submitit_job, last_checkpoint_path, resume_command
@@ -122,6 +123,22 @@ class StopOnInterrupt(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self._restore_handlers()
+        if isinstance(exception, SIGTERMException):
+            self._stopped_by_lightning(trainer, exception)
+
+    @staticmethod
+    def _stopped_by_lightning(trainer: L.Trainer, exception: SIGTERMException) -> None:
+        """SIGTERM where no step ends to act on it (before training, during testing): Lightning raises
+        `SIGTERMException`, a `SystemExit` that would end the process with status 0, as if the run had
+        succeeded. It ends with 143 instead, and one line with the command that finishes the run."""
+        command = resume_command(last_checkpoint_path(trainer))
+        stage = "testing" if trainer.testing else "training"
+        if trainer.is_global_zero:
+            log.error(
+                "SIGTERM during %s: stopped without metrics.json; to finish the run: %s", stage, command
+            )
+        StopOnInterrupt._record_interrupted(trainer, f"SIGTERM during {stage}; to finish the job: {command}")
+        exception.code = SIGTERM_EXIT
 
     def _stop_if_requested(self, trainer: L.Trainer) -> None:
         # A SIGTERM before training started reached Lightning's handler, which sets `received_sigterm`.

@@ -1,0 +1,113 @@
+"""The data module, the model and the trainer, built from a config: the one place where every entry point
+(train, eval, find_lr) turns a config into objects."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelSummary,
+    ProgressBar,
+    RichProgressBar,
+)
+from omegaconf import DictConfig
+
+from mnist_logreg.callbacks.progress import EpochLines
+from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.config import build
+from mnist_logreg.console import quiet_in_multirun
+from mnist_logreg.errors import in_multirun
+from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters, run_name, sweep_name
+from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, is_mlflow, logger_options, mlflow_logger
+from mnist_logreg.model import LogisticRegression
+
+
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    return build("data", cfg.data)
+
+
+def build_model(cfg: DictConfig) -> LogisticRegression:
+    """The model, with the optimizer and scheduler factories it calls in `configure_optimizers`."""
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+
+
+def build_trainer(
+    cfg: DictConfig, identity: dict[str, Any] | None = None, resumed: dict[str, Any] | None = None
+) -> L.Trainer:
+    """The Trainer with the config's callbacks and loggers (`callbacks.<name>=null` switches one off), and the
+    run's record: `metrics.json` with `identity` in it (None: no record), and the MLflow run's life when an
+    MLflow logger is configured. `resumed`: the checkpoint a resumed run starts from (its MLflow run goes on).
+    """
+    name = run_name()
+    resumed_run_id = (resumed or {}).get(RUN_ID_KEY)
+    loggers = [
+        build(
+            f"logger.{key}",
+            node,
+            **(logger_options(key, node, name, resumed_run_id) if is_mlflow(node) else {}),
+        )
+        for key, node in _entries(cfg, "logger")
+    ]
+    callbacks = [build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")]
+    if not loggers:  # nothing to log the learning rate to (Lightning refuses the monitor then)
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+    # Where the output goes decides how progress is shown: rich's live bar in a terminal, one log line per
+    # epoch in a file or a pipe; a sweep's jobs show no model summary each.
+    callbacks = console_callbacks(callbacks, terminal=sys.stdout.isatty(), multirun=in_multirun())
+    last_stage = "test" if cfg.get("test", True) else "fit"
+    callbacks += _record_callbacks(cfg, loggers, last_stage, identity)
+    options = {}
+    # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.
+    if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
+        options["enable_progress_bar"] = False
+    quiet_in_multirun()
+    return build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **options)
+
+
+def console_callbacks(callbacks: list[Callback], terminal: bool, multirun: bool = False) -> list[Callback]:
+    """The callbacks, with the progress bar fit for where the output goes.
+
+    In a terminal, as configured: rich redraws its live progress bar in place. Elsewhere (a file or a pipe:
+    SLURM, submitit, CI logs, `| tee`) every redraw would add to the file, so one log line per epoch takes
+    the bar's place (none for a bar switched off, `refresh_rate=0`). Rich's model summary is a static
+    table, written once either way; a sweep's jobs, which all have the same model, leave it out.
+    """
+    kept: list[Callback] = []
+    for callback in callbacks:
+        if multirun and isinstance(callback, ModelSummary):
+            continue
+        if terminal or not isinstance(callback, RichProgressBar):
+            kept.append(callback)
+        elif callback.is_enabled:
+            kept.append(EpochLines())
+    return kept
+
+
+def _record_callbacks(
+    cfg: DictConfig, loggers: list, last_stage: str, identity: dict[str, Any] | None
+) -> list[Callback]:
+    """The MLflow run (if any) and then the run record: the MLflow run's last artifacts go in before
+    `metrics.json`, which is written last."""
+    output_dir = Path(cfg.paths.output_dir)
+    callbacks: list[Callback] = []
+    if mlflow_logger(loggers) is not None:
+        tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
+        tags["run_dir"] = str(output_dir.resolve())
+        if in_multirun():
+            tags["sweep"] = sweep_name()
+        params = {**group_choices(), **flatten_config(cfg)}
+        callbacks.append(MLflowRun(params, tags, output_dir / ".hydra" / "config.yaml", last_stage))
+    if identity is not None:
+        callbacks.append(RunRecord(output_dir, last_stage, hyperparameters(cfg), identity))
+    return callbacks
+
+
+def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
+    return [(name, node) for name, node in (cfg.get(group) or {}).items() if node is not None]
