@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from torchvision.datasets import MNIST
 
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.errors import UserError
 from mnist_logreg.preprocess import to_mnist
 
@@ -228,7 +228,7 @@ def main() -> None:
     torch.set_num_threads(1)  # as predict.py: each image's operations are too small to share out
     digits = MNIST(str(ROOT / "data"), train=False).data[args.start : args.start + args.count].numpy()
     with tempfile.TemporaryDirectory() as folder:
-        model, _ = load_checkpoint(args.ckpt or short_checkpoint(Path(folder) / "run"))
+        model = load_model(args.ckpt or short_checkpoint(Path(folder) / "run"))
         versions = {"now": to_mnist}
         if args.before:
             versions = {

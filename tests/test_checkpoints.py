@@ -68,8 +68,8 @@ def trained(compose_train, tiny_mnist: Path, tmp_path: Path) -> Path:
         ),
         ("optimizer=adam", r"was trained with another optimizer than this run's torch\.optim\.adam\.Adam"),
         (
-            "model.num_classes=5",
-            r"does not fit this model: linear\.bias is \(5,\) here and \(10,\) in the checkpoint",
+            "model.net.out_features=5",
+            r"does not fit this model: net\.bias is \(5,\) here and \(10,\) in the checkpoint",
         ),
     ],
 )
@@ -90,7 +90,7 @@ def test_a_missing_or_unreadable_checkpoint_is_refused(
         tmp_path
         / "weights.ckpt": r"weights\.ckpt is not a checkpoint written by train\.py \(it has no loops",
     }
-    torch.save({"state_dict": {"linear.weight": torch.zeros(10, 784)}}, tmp_path / "weights.ckpt")
+    torch.save({"state_dict": {"net.weight": torch.zeros(10, 784)}}, tmp_path / "weights.ckpt")
     (tmp_path / "cut.ckpt").write_bytes((tmp_path / "weights.ckpt").read_bytes()[:300])
     for path, message in cases.items():
         with pytest.raises(CheckpointError, match=message) as refused:

@@ -15,7 +15,8 @@ from PIL import Image, ImageOps
 
 from conftest import compose_config
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
+from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.demo import (
     ZOOM,
     DemoError,
@@ -40,7 +41,7 @@ def served(trained_run: Path) -> Iterator[tuple[str, Path]]:
     with pytest.MonkeyPatch.context() as patch:
         # The client reads only the variable (its own switch cannot turn its telemetry off).
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        model, _ = load_checkpoint(ckpt)
+        model = load_model(ckpt)
         app = build_app(model, ckpt)
         url = start(app, "127.0.0.1", None)
         try:
@@ -90,7 +91,8 @@ def test_the_page_answers_as_predict_does_and_its_maps_add_up_to_the_logits(
     served: tuple[str, Path], client, tmp_path: Path
 ) -> None:
     _, ckpt = served
-    model, datamodule = load_checkpoint(ckpt)
+    model = load_model(ckpt)
+    datamodule = MNISTDataModule()
     datamodule.setup("test")
     images, _ = datamodule.splits["test"]
     path = drawn(images[0], tmp_path / "seven.png")
@@ -111,7 +113,7 @@ def test_the_page_answers_as_predict_does_and_its_maps_add_up_to_the_logits(
     assert np.array_equal(shown, 255 - (pixels.numpy() * 255).round().astype(np.uint8))
 
     # Each class's logit is its evidence map's sum plus its bias, and both are the model's own numbers.
-    weights, bias = model.linear.weight.detach(), model.linear.bias.detach()
+    weights, bias = model.net.weight.detach(), model.net.bias.detach()
     evidence = pixels * weights.reshape(10, 28, 28)
     with torch.no_grad():
         logits = model(pixels.reshape(1, 784))[0]
@@ -156,7 +158,7 @@ def test_a_blank_page_asks_for_a_digit(client, tmp_path: Path) -> None:
 def test_a_taken_port_is_named_with_the_fix(served: tuple[str, Path]) -> None:
     url, ckpt = served
     port = int(url.rstrip("/").rsplit(":", 1)[1])
-    model, _ = load_checkpoint(ckpt)
+    model = load_model(ckpt)
     with pytest.raises(DemoError, match=rf"port {port} is in use on 127\.0\.0\.1: pass server_port= a free"):
         start(build_app(model, ckpt), "127.0.0.1", port)
 
@@ -196,11 +198,12 @@ def test_a_deskewing_checkpoint_is_read_after_its_transform(trained_run: Path) -
     from mnist_logreg.demo import read
     from mnist_logreg.deskew import Deskew
 
-    model, _ = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    model = load_model(trained_run / "checkpoints" / "best.ckpt")
+    model.transform = Deskew()  # as a checkpoint trained with model.deskew=true has it
     sheared = Image.new("L", (120, 120), 255)
     for row in range(20, 100):  # a slanted stroke: a 1 written at an angle
         sheared.paste(0, (40 + row // 3, row, 52 + row // 3, row + 1))
-    reading = read(model, sheared, Deskew())
+    reading = read(model, sheared)
     expected = Deskew()(to_mnist(sheared).unsqueeze(0))[0, 0]
     assert torch.equal(reading.pixels, expected) and not torch.equal(reading.pixels, to_mnist(sheared)[0])
     assert torch.allclose(reading.evidence.sum((1, 2)) + reading.bias, reading.logits, atol=1e-5)

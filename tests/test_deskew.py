@@ -1,4 +1,4 @@
-"""Deskewing: what it does to a digit, the data option, one deskewed checkpoint through every entry point."""
+"""Deskewing: what it does to a digit, the model option, one deskewed checkpoint through every entry point."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from conftest import ROOT, compose_config
 from mnist_logreg.callbacks.figures import deskew_figure, first_of_each_class, render
 from mnist_logreg.checkpoints import CheckpointError
 from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.deskew import CENTRE, Deskew, deskew_
-from mnist_logreg.errors import UserError
+from mnist_logreg.deskew import CENTRE, Deskew
+from mnist_logreg.model import LogisticRegression
 from mnist_logreg.resume import check_resume
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
@@ -79,23 +79,18 @@ def test_shapes_blank_images_and_chunks() -> None:
     out = Deskew()(images)
     assert out.shape == (5, 784) and torch.isfinite(out).all() and float(out[2].abs().max()) == 0.0
     assert torch.equal(Deskew()(images.reshape(5, 1, 28, 28)), out.reshape(5, 1, 28, 28))
-    in_place = images.clone()
-    assert deskew_(in_place, chunk=2) is in_place and torch.equal(in_place, out)
 
 
-def test_data_module_deskews_every_split_once(tiny_mnist: Path) -> None:
-    plain = MNISTDataModule(data_dir=str(tiny_mnist), val_size=100)
-    deskewed = MNISTDataModule(data_dir=str(tiny_mnist), val_size=100, deskew=True)
-    for dm in (plain, deskewed):
-        dm.prepare_data()
-        dm.setup()
-    for split in ("train", "val", "test"):
-        (x, y), (dx, dy) = plain.splits[split], deskewed.splits[split]
-        assert torch.equal(y, dy) and dx.shape == x.shape
-        assert torch.allclose(dx, Deskew()(x), atol=1e-6) and not torch.allclose(dx, x, atol=1e-2)
-    assert isinstance(deskewed.transform(), Deskew) and isinstance(plain.transform(), torch.nn.Identity)
-    with pytest.raises(UserError, match=r"^data\.deskew='yes' is invalid: it must be true or false\.$"):
-        MNISTDataModule(deskew="yes")
+def test_the_model_deskews_what_it_reads_in_every_input_shape() -> None:
+    images = torch.stack([stroke(0.3), stroke(-0.2), stroke(0.0)])
+    plain, deskewing = LogisticRegression(), LogisticRegression(deskew=True)
+    deskewing.net.load_state_dict(plain.net.state_dict())
+    assert isinstance(deskewing.transform, Deskew) and isinstance(plain.transform, torch.nn.Identity)
+    with torch.no_grad():
+        expected = plain.net(Deskew()(images.reshape(3, 784)))
+        for shape in ((3, 784), (3, 28, 28), (3, 1, 28, 28)):
+            torch.testing.assert_close(deskewing(images.reshape(shape)), expected)
+        assert not torch.allclose(plain(images), expected, atol=1e-3)
 
 
 def test_the_figure_shows_each_digit_above_its_deskewed_self() -> None:
@@ -144,12 +139,11 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
     import onnx
     import onnxruntime
 
-    from mnist_logreg.checkpoints import load_classifier
     from mnist_logreg.evaluation import evaluate
     from mnist_logreg.onnx_export import export
 
     best = deskewed_run / "checkpoints" / "best.ckpt"
-    assert torch.load(best, weights_only=True)["datamodule_hyper_parameters"]["deskew"] is True
+    assert torch.load(best, weights_only=True)["hyper_parameters"]["deskew"] is True
     trained = json.loads((deskewed_run / "metrics.json").read_text())
     assert 0.9 < trained["test/acc"] < 1.0
     correct = round(trained["test/acc"] * 10_000)
@@ -158,14 +152,17 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
     assert evaluated["test/acc"] == trained["test/acc"]
     assert (tmp_path / "eval" / "figures" / "deskewing.png").is_file()
 
-    # predict.py and the ONNX model are given the test images as read; each deskews them itself.
+    # The checkpoint alone is the classifier: given the test images as read, it deskews them itself, as
+    # the ONNX model does (the README's "use the model in your own code").
     as_read = MNISTDataModule(data_dir=str(ROOT / "data"))
     as_read.prepare_data()
     as_read.setup("test")
     images, labels = as_read.splits["test"]
+    model = LogisticRegression.load_from_checkpoint(best, map_location="cpu").eval()
     with torch.no_grad():
-        predicted = load_classifier(best)(images.reshape(-1, 1, 28, 28)).argmax(1)
-    assert int((predicted == labels).sum()) == correct
+        for shape in ((-1, 784), (-1, 28, 28), (-1, 1, 28, 28)):
+            predicted = model(images.reshape(shape)).argmax(1)
+            assert int((predicted == labels).sum()) == correct
 
     path = export(compose_config([f"ckpt_path={best}"], tmp_path / "export", "export"))
     assert "GridSample" in {node.op_type for node in onnx.load(path).graph.node}
@@ -174,7 +171,7 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
     assert int((logits.argmax(1) == labels.numpy()).sum()) == correct
 
     with torch.no_grad():  # the same checkpoint without its transform reads raw images worse
-        raw_model_correct = int((load_classifier(best)[1](images).argmax(1) == labels).sum())
+        raw_model_correct = int((model.net(images).argmax(1) == labels).sum())
     assert raw_model_correct < correct - 100
     assert (deskewed_run / "figures" / "deskewing.png").is_file()
 
@@ -186,5 +183,23 @@ def test_resuming_a_deskewed_run_without_deskew_is_refused(deskewed_run: Path) -
     model = LogisticRegression()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0064, weight_decay=5.6e-6)
     datamodule = MNISTDataModule(batch_size=200)
-    with pytest.raises(CheckpointError, match=r"was trained with data\.deskew=True, this run has False"):
+    with pytest.raises(CheckpointError, match=r"was trained with model\.deskew=true, this run has false"):
         check_resume(deskewed_run / "checkpoints" / "last.ckpt", model, datamodule, optimizer)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_from_before_the_model_held_its_transform_predicts_the_same(
+    deskewed_run: Path, tmp_path: Path
+) -> None:
+    best = deskewed_run / "checkpoints" / "best.ckpt"
+    old = torch.load(best, weights_only=True)  # as train.py wrote it when the data module deskewed
+    old["hyper_parameters"] = {"input_size": 784, "num_classes": 10, "scheduler_interval": "epoch"}
+    old["datamodule_hyper_parameters"]["deskew"] = True
+    old["state_dict"] = {k.replace("net.", "linear."): v for k, v in old["state_dict"].items()}
+    torch.save(old, tmp_path / "old.ckpt")
+    images = torch.rand(16, 1, 28, 28)
+    with torch.no_grad():
+        expected = LogisticRegression.load_from_checkpoint(best, map_location="cpu")(images)
+        upgraded = LogisticRegression.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
+        torch.testing.assert_close(upgraded(images), expected, rtol=0, atol=0)
+    assert upgraded.hparams.deskew is True and isinstance(upgraded.transform, Deskew)

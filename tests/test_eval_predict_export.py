@@ -15,7 +15,8 @@ from PIL import Image, ImageOps
 
 from conftest import ROOT, run_script
 from mnist_logreg import onnx_export
-from mnist_logreg.checkpoints import CheckpointError, load_checkpoint
+from mnist_logreg.checkpoints import CheckpointError, load_model
+from mnist_logreg.data import MNISTDataModule
 from mnist_logreg.errors import UserError
 from mnist_logreg.evaluation import evaluate
 from mnist_logreg.onnx_export import ExportError, export, require
@@ -34,25 +35,25 @@ def best(trained_run: Path) -> Path:
 
 def test_bad_checkpoints_are_named_with_the_fix(tmp_path: Path, best: Path) -> None:
     with pytest.raises(CheckpointError, match=r"missing\.ckpt does not exist: give .*/best\.ckpt"):
-        load_checkpoint(tmp_path / "missing.ckpt")
+        load_model(tmp_path / "missing.ckpt")
     with pytest.raises(CheckpointError, match="is a directory"):
-        load_checkpoint(tmp_path)
+        load_model(tmp_path)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(best.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"is not a readable checkpoint \(truncated, or not a"):
-        load_checkpoint(truncated)
+        load_model(truncated)
     weights_only = tmp_path / "state_dict.pt"
     torch.save(torch.nn.Linear(784, 10).state_dict(), weights_only)
     with pytest.raises(
         CheckpointError,
-        match=r"not a checkpoint written by train\.py \(it has no state_dict, hyper_",
+        match=r"not a checkpoint written by train\.py \(it has no pytorch-lightning_version\)",
     ):
-        load_checkpoint(weights_only)
+        load_model(weights_only)
     other = torch.load(best, weights_only=True)
-    other["state_dict"]["linear.weight"] = torch.zeros(5, 784)
+    other["state_dict"]["net.weight"] = torch.zeros(5, 784)
     torch.save(other, tmp_path / "other.ckpt")
     with pytest.raises(CheckpointError, match=r"does not fit.*size mismatch"):
-        load_checkpoint(tmp_path / "other.ckpt")
+        load_model(tmp_path / "other.ckpt")
 
 
 # eval.py
@@ -114,8 +115,9 @@ def render(pixels: np.ndarray, kind: str) -> Image.Image:
 @pytest.fixture
 def image_dir(tmp_path: Path, best: Path) -> tuple[Path, dict[str, int]]:
     """Renderings of five test digits the model gets right with confidence, plus two unusable files."""
-    model, datamodule = load_checkpoint(best)
-    datamodule.setup()
+    model = load_model(best)
+    datamodule = MNISTDataModule()
+    datamodule.setup("test")
     images, labels = datamodule.splits["test"]
     with torch.no_grad():
         confidence, preds = model(images[:200]).softmax(1).max(1)
@@ -188,7 +190,7 @@ def test_export_writes_an_onnx_model_that_matches_pytorch(best: Path, compose_tr
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (pixels,) = session.get_inputs()
     assert pixels.name == "pixels" and pixels.type == "tensor(float)" and pixels.shape[1:] == [1, 28, 28]
-    model, _ = load_checkpoint(best)
+    model = load_model(best)
     for batch in (1, 7):  # the batch dimension is dynamic
         images = torch.rand(batch, 1, 28, 28)
         (logits,) = session.run(["logits"], {"pixels": images.numpy()})
@@ -203,8 +205,8 @@ def test_export_that_disagrees_with_pytorch_leaves_no_file(
     export_onnx = onnx_export.export_onnx
 
     def export_another_model(model, path: Path) -> None:  # as a faulty exporter would
-        other = copy.deepcopy(model)  # the data module's transform, then the LogisticRegression
-        other[-1].linear.bias.data[0] += 1.0
+        other = copy.deepcopy(model)
+        other.net.bias.data[0] += 1.0
         export_onnx(other, path)
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_another_model)
@@ -223,7 +225,7 @@ def test_missing_export_dependencies_name_the_install_command() -> None:
 
 def test_export_of_a_model_with_nan_weights_fails(best: Path, compose_train, tmp_path: Path) -> None:
     checkpoint = torch.load(best, weights_only=True)
-    checkpoint["state_dict"]["linear.weight"][3, 100] = float("nan")
+    checkpoint["state_dict"]["net.weight"][3, 100] = float("nan")
     broken = tmp_path / "nan.ckpt"
     torch.save(checkpoint, broken)
     cfg = compose_train(f"ckpt_path={broken}", config_name="export")

@@ -21,7 +21,8 @@ from mnist_logreg.callbacks.figures import (
     tiles,
     weight_templates,
 )
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
+from mnist_logreg.data import MNISTDataModule
 
 
 def test_weight_colours_are_symmetric_about_zero() -> None:
@@ -125,8 +126,9 @@ def test_a_run_saves_and_logs_the_figures(trained_run: Path) -> None:
 
 @pytest.mark.slow
 def test_confusion_matrix_counts_the_whole_test_set(trained_run: Path) -> None:
-    model, datamodule = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
-    datamodule.setup()
+    model = load_model(trained_run / "checkpoints" / "best.ckpt")
+    datamodule = MNISTDataModule()
+    datamodule.setup("test")
     images, labels = datamodule.splits["test"]
     with torch.no_grad():
         matrix = confusion_matrix(model(images).argmax(1), labels, 10)

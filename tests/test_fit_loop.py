@@ -40,8 +40,8 @@ def test_same_weights_and_logged_losses_as_a_plain_loop(tiny_mnist: Path, tmp_pa
     plain = fit_plain(tiny_mnist, epochs=2, lr=0.1, batch_size=50, seed=0, val_size=100)
 
     assert trainer.global_step == len(plain["losses"]) == 20
-    assert torch.equal(model.linear.weight, plain["model"].weight)
-    assert torch.equal(model.linear.bias, plain["model"].bias)
+    assert torch.equal(model.net.weight, plain["model"].weight)
+    assert torch.equal(model.net.bias, plain["model"].bias)
     # The last epoch's accuracies: the training count starts afresh each epoch.
     assert float(trainer.callback_metrics["train/acc"]) == plain["train/acc"]
     assert float(trainer.callback_metrics["val/acc"]) == plain["val/acc"]

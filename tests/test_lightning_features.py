@@ -37,7 +37,7 @@ def logged(run: Path, column: str) -> list[tuple[int, float]]:
 
 def weights(run: Path) -> torch.Tensor:
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    return torch.cat([state["linear.weight"].flatten(), state["linear.bias"]])
+    return torch.cat([state["net.weight"].flatten(), state["net.bias"]])
 
 
 def test_onecycle_steps_every_batch_and_is_logged(run_tiny, tmp_path: Path) -> None:
@@ -65,10 +65,9 @@ def test_cosine_steps_once_an_epoch(run_tiny, tmp_path: Path) -> None:
     assert values == pytest.approx(expected)
 
 
-def test_without_a_scheduler_there_is_no_lr_monitor(compose_train) -> None:
-    cfg = compose_train()
-    assert cfg.scheduler is None and "lr_monitor" not in cfg.callbacks
-    assert "lr_monitor" in compose_train("scheduler=step").callbacks
+def test_the_learning_rate_is_logged_without_a_scheduler_too(run_tiny, tmp_path: Path) -> None:
+    run_tiny("constant", "optimizer.lr=0.1", "trainer.max_epochs=2", "logger=csv")
+    assert {lr for _, lr in logged(tmp_path / "constant", "lr-SGD")} == {0.1}
 
 
 def test_accumulating_4_batches_of_25_equals_batches_of_100(run_tiny, tmp_path: Path) -> None:

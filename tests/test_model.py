@@ -54,9 +54,9 @@ def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Pat
     trainer.save_checkpoint(path)
     checkpoint = torch.load(path, weights_only=True)  # the default of torch >= 2.6, made explicit
     assert checkpoint["hyper_parameters"] == {
+        "net": {"_target_": "torch.nn.Linear", "in_features": 784, "out_features": 10},
+        "deskew": False,
         "scheduler_interval": "epoch",
-        "input_size": 784,
-        "num_classes": 10,
     }
     loaded = LogisticRegression.load_from_checkpoint(path)
     images = torch.rand(5, 784)

@@ -11,7 +11,7 @@ from PIL import Image, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.prediction import predict
 from mnist_logreg.preprocess import load_image, to_mnist
 
@@ -44,7 +44,7 @@ def test_each_labelled_image_has_its_model_input_beside_the_csv(
         "2_digit.png",
         "3_digit.png",
     ]
-    model, _ = load_checkpoint(best)
+    model = load_model(best)
     for row in rows[:3]:
         saved = Image.open(output / row["input"])
         assert saved.mode == "L" and saved.size == (28, 28)

@@ -12,7 +12,7 @@ from PIL import Image, ImageDraw, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.preprocess import ImageError, load_image, to_mnist
 
 
@@ -177,7 +177,7 @@ def test_lossless_renderings_give_the_digits_own_image(digits, name: str) -> Non
 
 @pytest.mark.slow
 def test_mnist_digits_and_their_scans_keep_their_label(trained_run: Path, digits) -> None:
-    model, _ = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    model = load_model(trained_run / "checkpoints" / "best.ckpt")
     images, labels = digits
     with torch.no_grad():
         raw = model(torch.from_numpy(images).float() / 255).argmax(1)

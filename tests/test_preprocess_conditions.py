@@ -17,7 +17,7 @@ import torch
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_checkpoint
+from mnist_logreg.checkpoints import load_model
 from mnist_logreg.preprocess import to_mnist
 
 GOAL = 0.90
@@ -39,7 +39,7 @@ benchmark = load_benchmark()
 
 @pytest.fixture(scope="module")
 def model_and_digits(trained_run: Path) -> tuple[torch.nn.Module, np.ndarray]:
-    model, _ = load_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    model = load_model(trained_run / "checkpoints" / "best.ckpt")
     return model, MNIST(str(ROOT / "data"), train=False).data[:COUNT].numpy()
 
 

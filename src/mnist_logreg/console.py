@@ -108,9 +108,10 @@ def _add_branch(tree: Any, key: str, value: Any) -> None:
 def job_header(cfg: DictConfig) -> str:
     """What a run prints first: the config tree for a single run; a sweep's job, its overrides (the sweep
     printed the tree once, `ConfigTreeOnce`)."""
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        overrides = " ".join(HydraConfig.get().overrides.task) or "(none)"
-        return f"Job {HydraConfig.get().job.num}: {overrides}"
+    from mnist_logreg.errors import in_multirun
+
+    if in_multirun():
+        return "Overrides: " + (" ".join(HydraConfig.get().overrides.task) or "none")
     return f"Config:\n{config_tree(cfg)}"
 
 

@@ -5,7 +5,7 @@ every image before the classifier sees it removes most of that variation (LeCun 
 linear classifier on deskewed images). The shear comes from the image's second moments: with the centre
 of mass at (cx, cy), `alpha = mu11 / mu02` is how far the ink moves sideways per row, and sampling the
 image at `x + alpha * (y - centre)` makes the cross moment mu11 zero. Torch operations only, for a whole
-batch at once, so the same module runs in the data module, in prediction and inside the ONNX graph.
+batch at once, so the same module runs in the model's forward pass and inside the ONNX graph.
 """
 
 from __future__ import annotations
@@ -57,13 +57,3 @@ def shear(images: torch.Tensor) -> torch.Tensor:
     shift_x = (cx.squeeze(1) - CENTRE) * pixel - alpha * centre
     shift_y = (cy.squeeze(1) - CENTRE) * pixel
     return torch.stack([torch.stack([ones, alpha, shift_x], 1), torch.stack([zeros, ones, shift_y], 1)], 1)
-
-
-def deskew_(images: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
-    """`Deskew` over a whole split, in place (a split is read once; no second copy of it is made), a chunk
-    at a time so that the sampling grid stays small enough to sit in the CPU's cache."""
-    transform = Deskew()
-    with torch.no_grad():
-        for part in images.split(chunk):
-            part.copy_(transform(part))
-    return images

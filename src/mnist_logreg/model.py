@@ -72,13 +72,14 @@ class LogisticRegression(L.LightningModule):
         scheduler_interval: Literal["step", "epoch"] = "epoch",
     ) -> None:
         super().__init__()
+        net = dict(net or LINEAR)  # saved as a plain dict: the checkpoint says which network it holds
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
         # Part of the model, not of the data: whoever feeds it images as read gets what training saw.
         self.transform = Deskew() if deskew else nn.Identity()
-        self.net = build_net(net or LINEAR)
+        self.net = build_net(net)
         self.loss = nn.CrossEntropyLoss()
         # Lightning's model summary runs this through the model for the shapes and FLOPs it shows.
         self.example_input_array = torch.zeros(1, 1, 28, 28)
