@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import (
     Callback,
@@ -28,8 +29,12 @@ from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, is_mlflow, logger_opt
 from mnist_logreg.model import LogisticRegression
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return build("data", cfg.data)
+def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
+    """The data module; given the model it will train, it applies the model's input transform (if any) to
+    the training split once, as it reads it, instead of the model doing it to every batch of every epoch."""
+    if model is None or isinstance(model.transform, torch.nn.Identity):
+        return build("data", cfg.data)
+    return build("data", cfg.data, transform=model.transform)
 
 
 def build_model(cfg: DictConfig) -> LogisticRegression:

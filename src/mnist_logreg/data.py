@@ -108,6 +108,11 @@ class MNISTDataModule(L.LightningDataModule):
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
     (`transforms.ToTensor()` and nothing else): images as read. Whatever the model does to them first
     (deskewing, `model.deskew=true`) is the model's, so that a checkpoint classifies images by itself.
+
+    `transform`, when given, is that model's own input transform (`assembly.build_datamodule` passes it): it
+    is applied once to the training and validation splits as they are read, and the model, seeing its own
+    transform here, fits on those images as they are, instead of transforming every batch of every epoch
+    again. The test split stays as read: the tested model transforms it, as it would anyone's images.
     """
 
     def __init__(
@@ -119,6 +124,7 @@ class MNISTDataModule(L.LightningDataModule):
         split_seed: int = 0,
         shuffle_seed: int = 0,
         download: bool = True,
+        transform: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         _check_whole("batch_size", batch_size)
@@ -126,7 +132,7 @@ class MNISTDataModule(L.LightningDataModule):
         _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
         _check_whole("split_seed", split_seed, minimum=0)
         _check_whole("shuffle_seed", shuffle_seed, minimum=0)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(ignore=["transform"], logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -134,6 +140,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.shuffle_seed = shuffle_seed
         self.download = download
+        self.transform = transform
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -238,8 +245,10 @@ class MNISTDataModule(L.LightningDataModule):
             order = torch.randperm(len(train.targets), generator=generator)
             val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
-            self.splits["train"] = self._as_tensors(train.data[train_idx], train.targets[train_idx])
-            self.splits["val"] = self._as_tensors(train.data[val_idx], train.targets[val_idx])
+            images, labels = self._as_tensors(train.data[train_idx], train.targets[train_idx])
+            self.splits["train"] = self._transformed(images), labels
+            images, labels = self._as_tensors(train.data[val_idx], train.targets[val_idx])
+            self.splits["val"] = self._transformed(images), labels
         if stage in (None, "test", "predict") and "test" not in self.splits:
             test = MNIST(str(self.data_dir), train=False)
             self.splits["test"] = self._as_tensors(test.data, test.targets)
@@ -247,6 +256,15 @@ class MNISTDataModule(L.LightningDataModule):
     def _as_tensors(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], the scale of `transforms.ToTensor()`."""
         return images.reshape(len(images), -1).float().div_(255.0), labels.long()
+
+    def _transformed(self, images: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """`transform` over a whole split, in place (no second copy of the split), a chunk at a time so that
+        its intermediate tensors stay small enough to sit in the CPU's cache."""
+        if self.transform is not None:
+            with torch.no_grad():
+                for part in images.split(chunk):
+                    part.copy_(self.transform(part))
+        return images
 
     def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
         images, labels = self.splits[split]

@@ -30,7 +30,8 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule, model = build_datamodule(cfg), build_model(cfg)
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model)
     trainer = build_trainer(cfg)
     finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **cfg.lr_find)
     if finder is None:  # on a rank other than 0

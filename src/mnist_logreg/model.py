@@ -88,6 +88,7 @@ class LogisticRegression(L.LightningModule):
         # cost more than this model's whole step; docs/performance.md).
         self.register_buffer("train_correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_seen = 0
+        self.fit_batches_transformed = False
         num_classes = self.net(self.example_input_array.flatten(1)).shape[1]
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = self.val_acc.clone()
@@ -96,9 +97,16 @@ class LogisticRegression(L.LightningModule):
         """Logits for images as read: pixels in [0, 1], `N x 784`, `N x 28 x 28` or `N x 1 x 28 x 28`."""
         return self.net(self.transform(images).flatten(1))
 
+    def setup(self, stage: str) -> None:
+        # A data module that applied this very transform to its training and validation splits as it read
+        # them (MNISTDataModule's `transform`) hands over those batches as the network reads them: one
+        # deskew per image, not one per image and epoch.
+        datamodule = self.trainer.datamodule
+        self.fit_batches_transformed = getattr(datamodule, "transform", None) is self.transform
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
-        logits = self(images)
+        logits = self._fit_logits(images)
         loss = self.loss(logits, labels)
         self.log("train/loss", loss)
         self.train_correct += (logits.argmax(1) == labels).sum()
@@ -143,12 +151,16 @@ class LogisticRegression(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, labels = batch
-        logits = self(images)
+        logits = self._fit_logits(images) if stage == "val" else self(images)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(logits, labels)
         # Epoch means, reduced across DDP ranks; the accuracy metric syncs its own counts.
         self.log(f"{stage}/loss", self.loss(logits, labels), prog_bar=True, sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
+
+    def _fit_logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for a training or validation batch, transformed already or not (see `setup`)."""
+        return self.net(images.flatten(1)) if self.fit_batches_transformed else self(images)
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_factory is None:

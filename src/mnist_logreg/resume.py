@@ -196,8 +196,19 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
 
 
 def in_submitit_job() -> bool:
-    """Whether this process runs a job that submitit submitted (the variable is submitit's own test)."""
-    return bool(os.environ.get("SUBMITIT_EXECUTOR"))
+    """Whether this process runs a job that submitit submitted, by submitit's own `JobEnvironment`.
+
+    A submitit job is run by submitit, so submitit is imported already; a run that has not imported it is
+    no submitit job, and is spared the import."""
+    if "submitit" not in sys.modules:
+        return False
+    import submitit
+
+    try:
+        submitit.JobEnvironment()
+    except RuntimeError:  # "Could not figure out which environment the job is running in"
+        return False
+    return True
 
 
 def _finished(output_dir: Path) -> bool:

@@ -28,7 +28,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
-    datamodule, model = build_datamodule(cfg), build_model(cfg)
+    model = build_model(cfg)
+    datamodule = build_datamodule(cfg, model)
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     optimizer = instantiate(cfg.optimizer)(model.parameters())
     resumed = (

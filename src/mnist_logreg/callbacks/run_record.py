@@ -63,7 +63,7 @@ class RunRecord(Callback):
             self.metrics["val/acc"] = float(checkpoint.best_model_score)
         elif "val/acc" in trainer.callback_metrics:
             self.metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])
-        self.metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step)
+        self.metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, **self.identity)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics.setdefault("status", "completed")
@@ -74,11 +74,11 @@ class RunRecord(Callback):
         tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
         self.metrics.update({name: value for name, value in tested.items() if name.startswith("test/")})
         self.metrics["ckpt_path"] = trainer.ckpt_path or None
+        self.metrics.update(self.identity)
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != self.last_stage:  # teardown comes after a stage that ended normally, never after an error
             return
-        self.metrics.update(self.identity)
         if trainer.is_global_zero:
             self._log_hparams(trainer)
             write_json(self.path, self.metrics)
