@@ -24,9 +24,10 @@ from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import build
 from mnist_logreg.console import quiet_in_multirun
 from mnist_logreg.errors import in_multirun
-from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters, run_name, sweep_name
+from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
 from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, is_mlflow, logger_options, mlflow_logger
 from mnist_logreg.model import LogisticRegression
+from mnist_logreg.naming import run_name, sweep_name
 
 
 def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:

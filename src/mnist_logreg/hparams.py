@@ -1,15 +1,12 @@
-"""What a run is called and what it is compared by, in TensorBoard's HParams tab and in MLflow."""
+"""What a run is compared by, in TensorBoard's HParams tab and in MLflow: its settings, flattened."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-
-from mnist_logreg.errors import in_multirun
 
 # What a person compares runs by: the settings of these groups, and these keys.
 HPARAMS_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
@@ -63,17 +60,6 @@ def group_choices() -> dict[str, str]:
         return {}
     choices = HydraConfig.get().runtime.choices
     return {group: str(choices[group]) for group in CHOICES if choices.get(group) is not None}
-
-
-def run_name() -> str:
-    """The run's name in TensorBoard's HParams table and in MLflow: its directory's name, and for a job of a
-    sweep `<sweep directory>/<job>`, so that the jobs of one sweep sort together."""
-    output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return f"{sweep_name()}/{output_dir.name}" if in_multirun() else output_dir.name
-
-
-def sweep_name() -> str:
-    return Path(HydraConfig.get().sweep.dir).name
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

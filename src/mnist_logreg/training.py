@@ -13,8 +13,9 @@ from omegaconf import DictConfig
 from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import check_config
-from mnist_logreg.console import format_results, job_header, quiet_libraries
+from mnist_logreg.console import config_tree, format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.errors import in_multirun
 from mnist_logreg.resume import check_resume, resolve_ckpt_path
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
     refuse_relaunch_in_multirun(trainer)
-    if trainer.is_global_zero:
-        log.info("%s", job_header(cfg))
+    if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (console.ConfigTreeOnce)
+        log.info("Config:\n%s", config_tree(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if cfg.test:
         checkpoint = trainer.checkpoint_callback  # the best one; none with `callbacks.model_checkpoint=null`

@@ -1,0 +1,65 @@
+"""What a run is called: the options and overrides that make it differ from the defaults, in a short,
+filesystem-safe form that leads its directory's name (`logs/runs/optimizer=adam,lr=0.01_<time>`), and so
+its name in TensorBoard's run list and HParams table, in MLflow and in W&B.
+
+The overrides come from Hydra's `hydra.job.override_dirname`, less the keys that say where or how to run
+rather than what is trained (`hydra.job.config.override_dirname.exclude_keys`, conf/hydra/default.yaml).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+MAX_LENGTH = 80  # longer labels keep their first characters and end in a hash of the whole
+NO_OVERRIDES = "defaults"
+# One override of `override_dirname` ("key=value,key=value"): a comma followed by the next key.
+_NEXT_KEY = re.compile(r",(?=[+~]?[\w./@-]+=)")
+
+
+def run_label(override_dirname: str) -> str:
+    """`optimizer.lr=0.0123456,optimizer=adam` -> `lr=0.01235,optimizer=adam`: the last part of each key
+    (all of it where two keys would read the same), numbers to 4 significant digits, characters other than
+    letters, digits and `._=,+-` as `_`, and at most `MAX_LENGTH` characters."""
+    if not override_dirname:
+        return NO_OVERRIDES
+    items = [item.lstrip("+").partition("=") for item in _NEXT_KEY.split(override_dirname)]
+    short = [re.split(r"[./]", key)[-1] for key, _, _ in items]
+    keys = [s if short.count(s) == 1 else key for s, (key, _, _) in zip(short, items, strict=True)]
+    label = ",".join(f"{key}={_number(value)}" for key, (_, _, value) in zip(keys, items, strict=True))
+    label = re.sub(r"[^A-Za-z0-9._=,+-]", "_", label)
+    if len(label) > MAX_LENGTH:
+        digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+        label = f"{label[: MAX_LENGTH - 9]}-{digest}"
+    return label
+
+
+def _number(value: str) -> str:
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.4g}" if any(c in value for c in ".eE") and math.isfinite(number) else value
+
+
+def register_resolvers() -> None:
+    """`${run_label:${hydra.job.override_dirname}}` in conf/hydra/default.yaml."""
+    OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+
+
+def run_name() -> str:
+    """The run's name in TensorBoard's HParams table, in MLflow and W&B: its directory's name, and for a job
+    of a sweep `<sweep directory>/<job directory>`, so that the jobs of one sweep sort together."""
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    return (
+        f"{sweep_name()}/{output_dir.name}" if HydraConfig.get().mode.name == "MULTIRUN" else output_dir.name
+    )
+
+
+def sweep_name() -> str:
+    return Path(HydraConfig.get().sweep.dir).name
