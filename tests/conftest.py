@@ -22,6 +22,18 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run where torch finds a CUDA GPU; elsewhere they are skipped, with the reason."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; torch finds none on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def compose_config(
     overrides: list[str], output_dir: Path, config_name: str = "train", log_dir: Path | None = None
 ) -> DictConfig:
@@ -39,6 +51,12 @@ def compose_config(
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg
+
+
+def job_dir(sweep_dir: Path, number: int) -> Path:
+    """Job `number`'s directory in a sweep: `<number>_<its overrides>` (conf/hydra/default.yaml)."""
+    (found,) = [p for p in sweep_dir.glob(f"{number}_*") if p.is_dir()]
+    return found
 
 
 def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:

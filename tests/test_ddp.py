@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from conftest import ROOT
+from conftest import ROOT, job_dir
 from mnist_logreg.data import EpochOrder, MNISTDataModule
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.errors import UserError
@@ -143,9 +143,9 @@ def test_ddp_inside_a_multirun_is_refused_before_any_process_starts(tmp_path: Pa
     assert "hydra.launcher.tasks_per_node=2" in refusals[0]
     assert "Initializing distributed" not in result.stdout + result.stderr
     # The job is recorded as failed, with the reason; nothing trained.
-    record = json.loads((tmp_path / "0" / "metrics.json").read_text())
+    record = json.loads((job_dir(tmp_path, 0) / "metrics.json").read_text())
     assert record["status"] == "failed" and "cannot run inside a multirun" in record["error"]
-    assert not (tmp_path / "0" / "checkpoints").exists()
+    assert not (job_dir(tmp_path, 0) / "checkpoints").exists()
 
 
 def test_processes_started_by_slurm_are_not_refused(compose_train, monkeypatch: pytest.MonkeyPatch) -> None:

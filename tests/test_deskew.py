@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,20 @@ def test_a_checkpoint_from_before_the_model_held_its_transform_predicts_the_same
         upgraded = LogisticRegression.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
         torch.testing.assert_close(upgraded(images), expected, rtol=0, atol=0)
     assert upgraded.hparams.deskew is True and isinstance(upgraded.transform, Deskew)
+
+
+@pytest.mark.slow
+def test_the_readmes_three_lines_classify_raw_images_with_a_deskewed_checkpoint(deskewed_run: Path) -> None:
+    """README.md, "Use a checkpoint": the lines as printed, with a real path and MNIST's test images."""
+    readme = (ROOT / "README.md").read_text()
+    (snippet,) = re.findall(r"In your own code:\n\n```python\n(.*?)```", readme, flags=re.S)
+    assert len([line for line in snippet.splitlines() if line.strip()]) == 3
+    best = deskewed_run / "checkpoints" / "best.ckpt"
+    datamodule = MNISTDataModule(data_dir=str(ROOT / "data"))
+    datamodule.setup("test")
+    images, labels = datamodule.splits["test"]
+    scope = {"images": images.reshape(-1, 28, 28)}  # as read, N x 28 x 28
+    with torch.no_grad():
+        exec(snippet.replace("logs/runs/<run>/checkpoints/best.ckpt", str(best)), scope)
+    trained = json.loads((deskewed_run / "metrics.json").read_text())
+    assert int((scope["digits"] == labels).sum()) == round(trained["test/acc"] * 10_000)

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT
+from conftest import CONF_DIR, ROOT, job_dir
 
 
 @pytest.mark.slow
@@ -42,8 +42,9 @@ def test_submitit_local_runs_each_job_in_its_own_process_with_its_outputs(tmp_pa
     assert sorted(results) == ["optimizer.lr=0.1", "optimizer.lr=0.5"]
 
     pids = set()
-    for job, lr in (("0", 0.1), ("1", 0.5)):
-        out = tmp_path / job
+    for job, lr in ((0, 0.1), (1, 0.5)):
+        out = job_dir(tmp_path, job)
+        assert out.name == f"{job}_limit_train_batches=20,lr={lr},max_epochs=1"  # named by its overrides
         assert OmegaConf.load(out / ".hydra" / "config.yaml").optimizer.lr == lr
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["steps"] == 20
@@ -65,7 +66,7 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     command += [f"hydra.sweep.dir={tmp_path}", "seed=0,0"]  # two identical jobs
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    job = tmp_path / "0"
+    job = tmp_path / "0_seed=0,max_epochs=4"
     deadline = time.monotonic() + 120
     while not (job / "checkpoints" / "last.ckpt").exists():  # the end of epoch 0: three epochs to go
         assert time.monotonic() < deadline and launcher.poll() is None, "job 0 never saved a checkpoint"
@@ -81,27 +82,36 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     assert saved[0] == str(job / "checkpoints" / "last.ckpt") and 550 < int(saved[1]) < 2200
     assert f"This submitit job was stopped before: continuing from {saved[0]}" in log
     assert log.count("[submitit][INFO] - Requeued job ") == 1  # submitit's own line, in the job's log
-    assert "Requeued" not in (tmp_path / "1" / "train.log").read_text()
+    assert "Requeued" not in (job_dir(tmp_path, 1) / "train.log").read_text()
 
     times = ("fit_time_s", "test_time_s", "ckpt_path")
     numbers = [
-        {k: v for k, v in json.loads((tmp_path / j / "metrics.json").read_text()).items() if k not in times}
-        for j in ("0", "1")
+        {
+            k: v
+            for k, v in json.loads((job_dir(tmp_path, j) / "metrics.json").read_text()).items()
+            if k not in times
+        }
+        for j in (0, 1)
     ]
     assert numbers[0] == numbers[1] and numbers[0]["status"] == "completed" and numbers[0]["steps"] == 2200
-    weights = [torch.load(tmp_path / j / "checkpoints" / "last.ckpt", weights_only=True) for j in ("0", "1")]
+    weights = [
+        torch.load(job_dir(tmp_path, j) / "checkpoints" / "last.ckpt", weights_only=True) for j in (0, 1)
+    ]
     assert all(torch.equal(weights[0]["state_dict"][k], v) for k, v in weights[1]["state_dict"].items())
 
 
 def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The preset's knobs, as hydra-submitit-launcher hands them to submitit, and as submitit writes them.
 
-    No SLURM here: submitit only looks for `srun` on the PATH before it builds the script, and the launch is
-    stopped where the jobs would be submitted.
+    `srun` and `sbatch` are stand-ins on the PATH: submitit looks for the one before it builds the script,
+    and submits the script with the other (which says "Submitted batch job 4242", as SLURM's does). The
+    launch is stopped where the launcher would wait for the jobs' results.
     """
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (tmp_path / "bin" / "srun").chmod(0o755)
+    (tmp_path / "bin" / "sbatch").write_text("#!/bin/sh\necho Submitted batch job 4242\n")
+    for name in ("srun", "sbatch"):
+        (tmp_path / "bin" / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
     overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.timeout_min=20"]
     overrides += ["hydra.launcher.setup=[module load cuda]", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
@@ -113,19 +123,22 @@ def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pyt
     class Submitted(Exception):
         pass
 
-    def stop_at_submission(executor: submitit.AutoExecutor, *args: object) -> None:
-        raise Submitted(executor)
+    def stop_at_the_wait(job: submitit.Job, *args: object) -> None:
+        raise Submitted(job)
 
-    monkeypatch.setattr(submitit.AutoExecutor, "map_array", stop_at_submission)
+    monkeypatch.setattr(submitit.Job, "results", stop_at_the_wait)
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=None, config=cfg)
     with pytest.raises(Submitted) as submitted:
         launcher.launch([["optimizer.lr=0.1"], ["optimizer.lr=0.5"]], initial_job_idx=0)
-    executor = submitted.value.args[0]
-    script = executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "0")
+    assert submitted.value.args[0].job_id == "4242_0"
+    # The script that sbatch was given, where submitit keeps it (one per job array).
+    (script_file,) = (tmp_path / "sweep" / ".submitit").glob("*/4242_submission.sh")
+    script = script_file.read_text()
     for line in ("--partition=gpu", "--time=20", "--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"):
         assert f"#SBATCH {line}\n" in script
     assert "#SBATCH --cpus-per-task=4\n" in script and "#SBATCH --mem=8GB\n" in script
+    assert "#SBATCH --array=0-1%64\n" in script  # both jobs, up to array_parallelism at once
     assert "\nmodule load cuda\n" in script and "\nsrun " in script
     # The time limit's warning, on which a job saves and is requeued, up to 3 times.
-    assert "#SBATCH --signal=USR2@120\n" in script and executor._executor.max_num_timeout == 3
+    assert "#SBATCH --signal=USR2@120\n" in script and cfg.hydra.launcher.max_num_timeout == 3

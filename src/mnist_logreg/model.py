@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_object, instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -41,8 +41,8 @@ def build_net(spec: Mapping[str, Any]) -> nn.Module:
 def _check_targets(node: Any) -> None:
     if isinstance(node, Mapping):
         if "_target_" in node:
-            target = get_class(str(node["_target_"]))
-            if not issubclass(target, nn.Module):
+            target = get_object(str(node["_target_"]))
+            if not (isinstance(target, type) and issubclass(target, nn.Module)):
                 raise TypeError(f"model.net: {node['_target_']} is not a torch.nn.Module")
         for value in node.values():
             _check_targets(value)

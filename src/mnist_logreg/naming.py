@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
 MAX_LENGTH = 80  # longer labels keep their first characters and end in a hash of the whole
@@ -56,9 +57,8 @@ def run_name() -> str:
     """The run's name in TensorBoard's HParams table, in MLflow and W&B: its directory's name, and for a job
     of a sweep `<sweep directory>/<job directory>`, so that the jobs of one sweep sort together."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    return (
-        f"{sweep_name()}/{output_dir.name}" if HydraConfig.get().mode.name == "MULTIRUN" else output_dir.name
-    )
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
+    return f"{sweep_name()}/{output_dir.name}" if in_sweep else output_dir.name
 
 
 def sweep_name() -> str:
