@@ -138,7 +138,7 @@ def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pyt
     for line in ("--partition=gpu", "--time=20", "--gpus-per-node=1", "--ntasks-per-node=1", "--nodes=1"):
         assert f"#SBATCH {line}\n" in script
     assert "#SBATCH --cpus-per-task=4\n" in script and "#SBATCH --mem=8GB\n" in script
-    assert "#SBATCH --array=0-1%64\n" in script  # both jobs, up to array_parallelism at once
+    assert "#SBATCH --array=0-1%2\n" in script  # both jobs at once (array_parallelism: up to 64)
     assert "\nmodule load cuda\n" in script and "\nsrun " in script
     # The time limit's warning, on which a job saves and is requeued, up to 3 times.
     assert "#SBATCH --signal=USR2@120\n" in script and cfg.hydra.launcher.max_num_timeout == 3
