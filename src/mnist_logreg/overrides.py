@@ -52,6 +52,8 @@ def misspelling(config_dir: Path, config_name: str, overrides: list[str]) -> str
             if not isinstance(cause, (ConfigAttributeError, ConfigKeyError)) or not cause.full_key:
                 return None
             missing = str(cause.full_key)  # `optimizer.lrr`, or `optimizr` of `optimizr.lr`
+        except HydraException:  # a missing option, a bad sweep, ...: Hydra's own message says it
+            return None
         wrong = next((o for o in parsed if f"{o.key_or_group}.".startswith(f"{missing}.")), None)
         if wrong is None or wrong.is_delete():
             return None
