@@ -4,10 +4,13 @@ python eval.py ckpt_path=logs/runs/<run>/checkpoints/best.ckpt
 python eval.py ckpt_path=best.ckpt paths.data_dir=/data   # a checkpoint from another machine
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
+from mnist_logreg.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
@@ -19,4 +22,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(Path(__file__).parent / "conf", "eval")  # a misspelt key: "did you mean ...?"
     main()

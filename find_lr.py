@@ -11,10 +11,13 @@ if not sys.stderr.isatty():
     # Lightning's range test draws a tqdm bar into any output; tqdm reads this when it is first imported.
     os.environ.setdefault("TQDM_DISABLE", "1")
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
+from mnist_logreg.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="find_lr")
@@ -26,4 +29,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(Path(__file__).parent / "conf", "find_lr")  # a misspelt key: "did you mean ...?"
     main()

@@ -5,10 +5,13 @@ python predict.py ckpt_path=best.ckpt images=seven.jpg
 python predict.py ckpt_path=best.ckpt 'images=scans/**/*.png'   # quote a glob
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
+from mnist_logreg.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
@@ -20,4 +23,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_overrides(Path(__file__).parent / "conf", "predict")  # a misspelt key: "did you mean ...?"
     main()

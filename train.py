@@ -6,11 +6,13 @@ python train.py -m optimizer.lr=0.001,0.01,0.1    # a sweep
 """
 
 import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
+from mnist_logreg.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -23,6 +25,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_overrides(Path(__file__).parent / "conf", "train")  # a misspelt key: "did you mean ...?"
     try:
         main()
     except KeyboardInterrupt:  # outside training, with nothing to save (in training: callbacks/stopping.py)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable
@@ -12,7 +14,7 @@ from typing import TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.records import write_json
 
@@ -25,8 +27,18 @@ class UserError(Exception):
     """A bad config value, a missing or corrupt file, a bad checkpoint path: the message names the fix."""
 
 
+def require_extra(extra: str, *modules: str) -> None:
+    """Refuse a command whose optional packages are not installed, before it imports anything heavy."""
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        names = " and ".join(filter(None, [", ".join(missing[:-1]), missing[-1]]))
+        which = "which is" if len(missing) == 1 else "which are"
+        raise UserError(f'this command needs {names}, {which} not installed: pip install -e ".[{extra}]"')
+
+
 def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T | None]:
-    """Wrap a Hydra task so that a `UserError` ends a single run with its message and exit status 2.
+    """Wrap a Hydra task so that a `UserError` ends a single run with its message and exit status 2, and
+    without the run directory if the refusal came before the run wrote anything there.
 
     In a multirun a failing job, whatever the error, is recorded in its `metrics.json` as failed, with the
     reason, and returns None instead of raising. Hydra's launchers stop a sweep on the first job that
@@ -44,6 +56,8 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
                 if user_error is None:
                     raise
                 log.error("%s", user_error)
+                with contextlib.suppress(OSError):  # the refusal is the message, whatever happens here
+                    remove_unused_run_dir()
                 sys.exit(2)
             if user_error is None:
                 log.exception("The job failed:")
@@ -53,6 +67,38 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
             return None
 
     return wrapper
+
+
+def remove_unused_run_dir() -> None:
+    """Remove the run directory if it holds only what Hydra writes before the task starts (`.hydra/` and the
+    log): otherwise a refused command leaves a directory that looks like a run. Its parents go too while they
+    are empty, up to the launch directory (`logs/export/` after a first export that was refused)."""
+    hydra = HydraConfig.get()
+    run_dir = Path(hydra.runtime.output_dir)
+    expected: set[Path] = set()
+    if hydra.output_subdir:
+        subdir = run_dir / hydra.output_subdir
+        expected = {subdir, *(subdir / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml"))}
+    log_file = OmegaConf.select(
+        hydra.job_logging, "handlers.file.filename", throw_on_resolution_failure=False
+    )
+    if log_file:
+        expected.add(Path(log_file))
+    if not run_dir.is_dir() or not set(run_dir.rglob("*")) <= expected:
+        return
+    for path in sorted(expected, reverse=True):  # a directory's files before the directory
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    launch_dir = Path(hydra.runtime.cwd)
+    directory = run_dir
+    while directory == run_dir or launch_dir in directory.parents:
+        try:
+            directory.rmdir()
+        except OSError:  # not empty: another run's, or the user's
+            break
+        directory = directory.parent
 
 
 def one_line(error: BaseException) -> str:

@@ -1,0 +1,61 @@
+"""`logger=wandb`: an offline W&B run in the run directory, written without a connection to anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+def history_holds(record: bytes, key: str, value: float) -> bool:
+    """Whether wandb's run file logged `key` = `value`: a history item is protobuf, the key (field 2) then
+    its value as JSON (field 16, tag bytes 0x82 0x01), each after its length byte."""
+    item = rb"\x12." + re.escape(key.encode()) + rb"\x82\x01." + re.escape(json.dumps(value).encode())
+    return re.search(item, record, re.DOTALL) is not None
+
+
+@pytest.mark.slow
+def test_a_run_is_written_offline_into_its_directory(tmp_path: Path) -> None:
+    # W&B's address, pointed at a port on this machine that listens and records any connection.
+    server = socket.create_server(("127.0.0.1", 0))
+    server.setblocking(False)
+    home = tmp_path / "home"  # wandb's cache and settings, here rather than in the user's home
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "src"),
+        "WANDB_BASE_URL": f"http://127.0.0.1:{server.getsockname()[1]}",
+        "WANDB_CACHE_DIR": str(home / "cache"),
+        "WANDB_CONFIG_DIR": str(home / "config"),
+        "WANDB_DATA_DIR": str(home / "data"),
+    }
+    env.pop("WANDB_MODE", None)  # offline because the config says so
+    env.pop("WANDB_API_KEY", None)
+    out = tmp_path / "run"
+    overrides = ["logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=10"]
+    overrides += ["+trainer.limit_val_batches=2", "test=false", "callbacks.progress_bar=null"]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={out}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with pytest.raises(BlockingIOError):
+        server.accept()  # nobody called
+    server.close()
+
+    (run_dir,) = (out / "wandb").glob("offline-run-*")  # what `wandb sync` uploads
+    assert f"wandb sync {run_dir}" in result.stdout + result.stderr
+    record = (run_dir / f"run-{run_dir.name.rsplit('-', 1)[1]}.wandb").read_bytes()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and history_holds(record, "val/acc", metrics["val/acc"])
