@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from conftest import CONF_DIR, ROOT, run_script
+from conftest import CONF_DIR, ROOT, job_dir, run_script
 from mnist_logreg.errors import remove_unused_run_dir
 from mnist_logreg.overrides import misspelling
 
@@ -61,7 +61,7 @@ def test_a_refused_run_leaves_no_directory_and_a_refused_sweep_job_its_record(tm
 
     sweep = run_script("train.py", "-m", "ckpt_path=nope.ckpt", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert sweep.returncode != 0
-    record = json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())
+    record = json.loads((job_dir(tmp_path / "sweep", 0) / "metrics.json").read_text())
     assert record["status"] == "failed" and "ckpt_path=nope.ckpt does not exist" in record["error"]
 
 

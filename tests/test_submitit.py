@@ -44,7 +44,7 @@ def test_submitit_local_runs_each_job_in_its_own_process_with_its_outputs(tmp_pa
     pids = set()
     for job, lr in ((0, 0.1), (1, 0.5)):
         out = job_dir(tmp_path, job)
-        assert out.name == f"{job}_limit_train_batches=20,lr={lr},max_epochs=1"  # named by its overrides
+        assert out.name == f"{job}_limit_train_batches-20+lr-{lr}+max_epochs-1"  # named by its overrides
         assert OmegaConf.load(out / ".hydra" / "config.yaml").optimizer.lr == lr
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["status"] == "completed" and metrics["steps"] == 20
@@ -66,7 +66,7 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     command += [f"hydra.sweep.dir={tmp_path}", "seed=0,0"]  # two identical jobs
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     launcher = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    job = tmp_path / "0_seed=0,max_epochs=4"
+    job = tmp_path / "0_seed-0+max_epochs-4"
     deadline = time.monotonic() + 120
     while not (job / "checkpoints" / "last.ckpt").exists():  # the end of epoch 0: three epochs to go
         assert time.monotonic() < deadline and launcher.poll() is None, "job 0 never saved a checkpoint"

@@ -38,7 +38,7 @@ def test_a_run_is_written_offline_into_its_directory(tmp_path: Path) -> None:
     }
     env.pop("WANDB_MODE", None)  # offline because the config says so
     env.pop("WANDB_API_KEY", None)
-    out = tmp_path / "run"
+    out = tmp_path / "lr-0.5_2026-12-03"  # as a run directory is named: the run's name in W&B too
     overrides = ["logger=wandb", "trainer.max_epochs=1", "+trainer.limit_train_batches=10"]
     overrides += ["+trainer.limit_val_batches=2", "test=false", "callbacks.progress_bar=null"]
     result = subprocess.run(
@@ -59,3 +59,4 @@ def test_a_run_is_written_offline_into_its_directory(tmp_path: Path) -> None:
     record = (run_dir / f"run-{run_dir.name.rsplit('-', 1)[1]}.wandb").read_bytes()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and history_holds(record, "val/acc", metrics["val/acc"])
+    assert out.name.encode() in record  # the run's display name

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import (
     Callback,
     LearningRateMonitor,
@@ -17,13 +18,14 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
     RichProgressBar,
 )
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import build
 from mnist_logreg.console import quiet_in_multirun
-from mnist_logreg.errors import in_multirun
+from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
 from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, is_mlflow, logger_options, mlflow_logger
 from mnist_logreg.model import LogisticRegression
@@ -54,11 +56,7 @@ def build_trainer(
     name = run_name()
     resumed_run_id = (resumed or {}).get(RUN_ID_KEY)
     loggers = [
-        build(
-            f"logger.{key}",
-            node,
-            **(logger_options(key, node, name, resumed_run_id) if is_mlflow(node) else {}),
-        )
+        build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id))
         for key, node in _entries(cfg, "logger")
     ]
     callbacks = [build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")]
@@ -113,6 +111,19 @@ def _record_callbacks(
     if identity is not None:
         callbacks.append(RunRecord(output_dir, last_stage, hyperparameters(cfg), identity))
     return callbacks
+
+
+def _logger_options(key: str, node: DictConfig, name: str, resumed_run_id: str | None) -> dict[str, Any]:
+    """What a logger's config cannot say: the run's name (MLflow, W&B) and the MLflow run a resume goes on
+    with."""
+    if is_mlflow(node):
+        return logger_options(key, node, name, resumed_run_id)
+    target = get_object(node._target_) if "_target_" in node else None
+    if isinstance(target, type) and issubclass(target, WandbLogger):
+        if importlib.util.find_spec("wandb") is None:
+            raise UserError(f'logger.{key} needs wandb, which is not installed: pip install -e ".[wandb]"')
+        return {"name": name} if node.get("name") is None else {}
+    return {}
 
 
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:

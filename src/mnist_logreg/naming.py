@@ -1,6 +1,9 @@
-"""What a run is called: the options and overrides that make it differ from the defaults, in a short,
-filesystem-safe form that leads its directory's name (`logs/runs/optimizer=adam,lr=0.01_<time>`), and so
-its name in TensorBoard's run list and HParams table, in MLflow and in W&B.
+"""What a run is called: the options and overrides that make it differ from the defaults, in a short form
+that leads its directory's name (`logs/runs/lr-0.01+optimizer-adam_<time>`), and so its name in TensorBoard's
+run list and HParams table, in MLflow and in W&B.
+
+Key and value are joined by `-`, overrides by `+`: a path with `=` or `,` in it would have to be quoted
+whenever it is given back on the command line (`ckpt_path=...`), where Hydra reads `=` and `,` as syntax.
 
 The overrides come from Hydra's `hydra.job.override_dirname`, less the keys that say where or how to run
 rather than what is trained (`hydra.job.config.override_dirname.exclude_keys`, conf/hydra/default.yaml).
@@ -24,20 +27,26 @@ _NEXT_KEY = re.compile(r",(?=[+~]?[\w./@-]+=)")
 
 
 def run_label(override_dirname: str) -> str:
-    """`optimizer.lr=0.0123456,optimizer=adam` -> `lr=0.01235,optimizer=adam`: the last part of each key
+    """`optimizer.lr=0.0123456,optimizer=adam` -> `lr-0.01235+optimizer-adam`: the last part of each key
     (all of it where two keys would read the same), numbers to 4 significant digits, characters other than
-    letters, digits and `._=,+-` as `_`, and at most `MAX_LENGTH` characters."""
+    letters, digits and `._+-` as `_`, and at most `MAX_LENGTH` characters."""
     if not override_dirname:
         return NO_OVERRIDES
     items = [item.lstrip("+").partition("=") for item in _NEXT_KEY.split(override_dirname)]
     short = [re.split(r"[./]", key)[-1] for key, _, _ in items]
     keys = [s if short.count(s) == 1 else key for s, (key, _, _) in zip(short, items, strict=True)]
-    label = ",".join(f"{key}={_number(value)}" for key, (_, _, value) in zip(keys, items, strict=True))
-    label = re.sub(r"[^A-Za-z0-9._=,+-]", "_", label)
+    label = "+".join(
+        _safe(key) + "-" + _safe(_number(value)) for key, (_, _, value) in zip(keys, items, strict=True)
+    )
     if len(label) > MAX_LENGTH:
         digest = hashlib.sha1(label.encode()).hexdigest()[:8]
         label = f"{label[: MAX_LENGTH - 9]}-{digest}"
     return label
+
+
+def _safe(text: str) -> str:
+    """Letters, digits and `._-` as they are (all that Hydra reads unquoted and a shell leaves alone)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
 def _number(value: str) -> str:
