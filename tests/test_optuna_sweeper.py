@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from conftest import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
+from mnist_logreg.study import open_storage
 
 
 def parse(line: str):
@@ -81,7 +82,16 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
 
     assert [(start, len(batch)) for start, batch in launcher.batches] == [(0, 3), (3, 3), (6, 1)]
     jobs = [overrides for _, batch in launcher.batches for overrides in batch]
-    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] and len(o) == 4 for o in jobs)
+    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] for o in jobs)
+    # Each job is told its trial, and has the trial's number for its directory: unique in the study.
+    storage = f"'{tmp_path / 'study.journal'}'"
+    for number, o in enumerate(jobs):
+        assert o[4:] == [
+            f"+trial.study_name='{tmp_path.name}'",
+            f"+trial.storage={storage}",
+            f"+trial.number={number}",
+            f"hydra.sweep.subdir={number}",
+        ]
     scores = {
         i: float(o[2].split("=")[1])
         for i, o in enumerate(jobs)
@@ -90,10 +100,14 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     assert len(scores) < len(jobs)  # some trials failed and the search went on
     best_job = max(scores, key=scores.get)
     best = OmegaConf.load(tmp_path / "best_params.yaml")
-    assert best.best_value == scores[best_job] and best.job == best_job and best.metric == "val/acc"
-    assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:]
-    assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:]])
+    assert best.best_value == scores[best_job] and best.trial == best_job and best.metric == "val/acc"
+    assert best.job_dir == str(tmp_path / str(best_job)) and best.study == tmp_path.name
+    assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:4]
+    assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:4]])
     assert best.trials == {"completed": len(scores), "total": 7}
+    # The study is kept in the sweep dir, whose report reads it (tests/test_study.py).
+    study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
+    assert len(study.trials) == 7 and "RUNNING" not in {t.state.name for t in study.trials}
 
 
 @pytest.mark.slow
@@ -113,7 +127,7 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
     assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
     best = OmegaConf.load(sweep / "best_params.yaml")
     assert best.metric == "val/acc" and best.best_value == float(rows[0]["val/acc"])  # never test/acc
-    assert str(best.job) == rows[0]["job"]
+    assert str(best.trial) == rows[0]["trial"] and best.job_dir == str(sweep / rows[0]["directory"])
     assert set(best.best_params) == {
         "optimizer.lr",
         "optimizer.momentum",

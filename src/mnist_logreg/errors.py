@@ -106,7 +106,9 @@ def record_failure(error: Exception) -> None:
 
 def is_pruned(error: BaseException) -> bool:
     """Optuna's `TrialPruned`: a job that its search stopped early, not a failure."""
-    optuna = sys.modules.get("optuna")  # not imported: nothing can have raised one (nor is it worth importing)
+    optuna = sys.modules.get(
+        "optuna"
+    )  # not imported: nothing can have raised one (nor is it worth importing)
     return optuna is not None and isinstance(error, optuna.TrialPruned)
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import optuna
 
 JOURNAL_SUFFIX = ".journal"
+STUDY_FILE = "study.yaml"  # in a sweep dir: the storage and name of its study, for the sweep report
 PRUNERS = ("median", "hyperband")
 # Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran, and
 # which lost trial a retry repeats.
@@ -56,7 +57,7 @@ def make_pruner(name: str | None) -> optuna.pruners.BasePruner:
     """Optuna's pruner by name: `median`, `hyperband`, or None (no pruning).
 
     `median` stops a trial whose value at an epoch is worse than the median of the earlier trials' values
-    at that epoch, once 3 trials have finished (Optuna's default waits for 5, a quarter of the default search).
+    at that epoch, once 3 trials have finished (Optuna's default waits for 5: a quarter of a 20-trial search).
     `hyperband` gives most trials one epoch and the best of them more, up to the longest trial's epochs.
     """
     import optuna

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +45,19 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import one_line
 from mnist_logreg.records import write_text
-from mnist_logreg.study import HEARTBEAT, JOB_DIR, RETRY_OF, absolute, make_pruner, open_storage
+from mnist_logreg.study import (
+    HEARTBEAT,
+    JOB_DIR,
+    RETRY_OF,
+    STUDY_FILE,
+    absolute,
+    make_pruner,
+    open_storage,
+)
 
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
-STUDY_FILE = "study.yaml"  # in the sweep dir: which study the sweep report reads (`mnist_logreg.sweep`)
 DEFAULT_STORAGE = "study.journal"  # in the sweep dir, when no storage is named
 PRUNING_CALLBACK = "mnist_logreg.callbacks.optuna_pruning.OptunaPruning"
 SIGTERM_EXIT = 128 + signal.SIGTERM
@@ -130,7 +137,7 @@ class OptunaSweeper(Sweeper):
         optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
 
     def _open_study(self, sweep_dir: Path) -> Any:
-        """The study in the configured storage (created by the first worker), or in the sweep dir's journal."""
+        """The study in the configured storage (the first worker creates it), or in the sweep dir."""
         import optuna
 
         if self.storage and not self.study_name:
@@ -151,6 +158,7 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name or sweep_dir.name,
             load_if_exists=True,
         )
+        study.set_user_attr("metric", self._metric)  # what the study's values are, for its report
         write_text(
             sweep_dir / STUDY_FILE,
             OmegaConf.to_yaml({"storage": self.storage_url, "study_name": study.study_name}),
@@ -210,7 +218,11 @@ class OptunaSweeper(Sweeper):
         """What a job is told of its trial: its study and number (`trial.*`, which its `metrics.json`
         records), its own directory (the trial's number: unique in the study, whichever worker runs it), and
         with a pruner, the callback that reports to the trial."""
-        trial = {"study_name": quoted(study.study_name), "storage": quoted(self.storage_url), "number": number}
+        trial = {
+            "study_name": quoted(study.study_name),
+            "storage": quoted(self.storage_url),
+            "number": number,
+        }
         overrides = [f"+trial.{key}={value}" for key, value in trial.items()]
         overrides.append(f"hydra.sweep.subdir={number}")
         if self.pruner:
@@ -342,10 +354,9 @@ def heartbeat(running: dict[int, Any], interval_s: float) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval_s):
             for trial in list(running.values()):
-                try:
+                # Told meanwhile, or the storage briefly busy: the next beat tries again.
+                with suppress(Exception):
                     trial.set_user_attr(HEARTBEAT, time.time())
-                except Exception:  # told meanwhile, or the storage briefly busy: the next beat tries again
-                    pass
 
     thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
     thread.start()
