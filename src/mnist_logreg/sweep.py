@@ -18,6 +18,7 @@ Any time, without running a trial (another worker's search still running, say):
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
@@ -36,7 +37,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.records import replaced_atomically, write_text
-from mnist_logreg.study import JOB_DIR, RETRY_OF, STUDY_FILE, open_storage
+from mnist_logreg.study import JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -453,7 +454,7 @@ def edges(jobs: list[Job], metric: str) -> list[Edge]:
         return []
     found = []
     for key, text in best.overrides.items():
-        if key == "seed" or not _is_number(text):
+        if key == "seed" or not is_number(text):
             continue
         value = float(text)
         if key in best.ranges:
@@ -461,11 +462,11 @@ def edges(jobs: list[Job], metric: str) -> list[Edge]:
             position = _position(value, r)
             side = "bottom" if position <= EDGE_FRACTION else "top" if position >= 1 - EDGE_FRACTION else ""
         else:
-            values = sorted({float(j.overrides[key]) for j in jobs if _is_number(j.overrides.get(key, ""))})
+            values = sorted({float(j.overrides[key]) for j in jobs if is_number(j.overrides.get(key, ""))})
             if len(values) < 3:
                 continue
             integer = all(re.fullmatch(r"-?\d+", text) for text in _grid(jobs, key))
-            log_scale = values[0] > 0 and (_log_key(key) or values[-1] / values[0] >= 100)
+            log_scale = values[0] > 0 and (is_log_scale(key) or values[-1] / values[0] >= 100)
             r, searched = Range(values[0], values[-1], log_scale, integer), False
             side = "bottom" if value == values[0] else "top" if value == values[-1] else ""
         if not side or (side == "bottom" and value <= 0 and r.low >= 0):
@@ -475,7 +476,7 @@ def edges(jobs: list[Job], metric: str) -> list[Edge]:
     return found
 
 
-def _log_key(key: str) -> bool:
+def is_log_scale(key: str) -> bool:
     """A rate or a decay (`optimizer.lr`): drawn on a log axis, and extended by decades."""
     return key.rsplit(".", 1)[-1] in LOG_KEYS
 
@@ -513,7 +514,7 @@ def _number(value: float, integer: bool) -> str:
     return str(round(value)) if integer else f"{value:.3g}"
 
 
-def _is_number(value: str) -> bool:
+def is_number(value: str) -> bool:
     try:
         float(value)
     except ValueError:
@@ -539,3 +540,53 @@ def _format(name: str, value: Any) -> str:
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
     """Job 10 after job 9."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> None:
+    """Write a sweep's summary and plots now, as its end would: a study's as far as it has got."""
+    from mnist_logreg.sweep_plots import SweepPlots
+
+    default_metric, default_mode = "val/acc", "max"
+    if (sweep_dir / STUDY_FILE).exists():
+        import optuna
+
+        named = OmegaConf.load(sweep_dir / STUDY_FILE)
+        study = optuna.load_study(study_name=str(named.study_name), storage=open_storage(str(named.storage)))
+        default_metric = study.user_attrs.get("metric", default_metric)
+        default_mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+    elif (sweep_dir / "multirun.yaml").exists():
+        default_metric = OmegaConf.load(sweep_dir / "multirun.yaml").get("optimized_metric", default_metric)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    metric, mode = metric or default_metric, mode or default_mode
+    SweepPlots(metric, mode).on_multirun_end(config)
+    SweepSummary(metric, mode, allow_failed_jobs=True).on_multirun_end(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mnist_logreg.sweep`: report a sweep, or a study, without running anything."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_logreg.sweep",
+        description="Write the summary (summary.md, summary.csv) and plots of a sweep, or of an Optuna study "
+        "as far as it has got, without running a trial.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the sweep dir; with --storage, where to write")
+    parser.add_argument(
+        "--storage", help="a study's storage: sqlite:///search.db, postgresql://..., x.journal"
+    )
+    parser.add_argument("--study-name", help="the study's name in --storage")
+    parser.add_argument("--metric", help="what the values are (default: the study's or sweep's)")
+    parser.add_argument("--mode", choices=("max", "min"), help="whether higher or lower is better")
+    args = parser.parse_args(argv)
+    if args.storage:
+        if not args.study_name:
+            parser.error("--storage needs --study-name")
+        study = {"storage": absolute(args.storage), "study_name": args.study_name}
+        write_text(args.sweep_dir / STUDY_FILE, OmegaConf.to_yaml(study))
+    elif not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a directory: give a sweep dir, or --storage and --study-name")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report(args.sweep_dir, args.metric, args.mode)
+
+
+if __name__ == "__main__":
+    main()
