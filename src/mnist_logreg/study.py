@@ -11,6 +11,8 @@ append-only log, safe on a shared file system, no server).
 from __future__ import annotations
 
 import os
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ PRUNERS = ("median", "hyperband")
 HEARTBEAT = "heartbeat"
 JOB_DIR = "job_dir"
 RETRY_OF = "retry_of"
+CREATE_ATTEMPTS = 5
 SQLITE_TIMEOUT_S = 60  # several workers on one SQLite file wait for each other's writes, not fail at once
 
 
@@ -47,9 +50,18 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
             storage, lock_obj=optuna.storages.journal.JournalFileOpenLock(storage)
         )
         return optuna.storages.JournalStorage(backend)
+    from sqlalchemy.exc import SQLAlchemyError
+
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
+    # Workers started together on a new database all create its tables: all but one may find them made
+    # meanwhile (`table ... already exists`). Again, they see the tables and use them.
+    for attempt in range(1, CREATE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
+        except SQLAlchemyError:
+            time.sleep(random.uniform(0.1, 0.5) * attempt)
     return optuna.storages.RDBStorage(storage, engine_kwargs=engine_kwargs)
 
 
