@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from conftest import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
-from mnist_logreg.study import open_storage
+from mnist_logreg.study import RETRY_OF, open_storage
 
 
 def parse(line: str):
@@ -144,3 +144,57 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
     assert f"Best trial: val/acc {best.best_value:.4f}" in result.stdout + result.stderr
     plots = {p.name for p in (sweep / "plots").glob("*.png")}  # Optuna's, and the metric per parameter
     assert {"optuna_history.png", "optuna_importances.png", "val_acc_vs_optimizer.lr.png"} <= plots
+
+
+class StoppedLauncher(FakeLauncher):
+    """The second batch is stopped by SIGTERM, as a job training in the sweeper's process ends on one."""
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        if self.batches:
+            raise SystemExit(143)
+        return super().launch(batch, initial_job_idx)
+
+
+def test_a_stopped_worker_tells_its_running_trials_failed_and_says_how_to_go_on(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    storage = str(tmp_path / "search.journal")
+    sweeper = OptunaSweeper(
+        n_trials=4,
+        n_jobs=2,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        storage=storage,
+        study_name="stopped",
+        params={"optimizer.lr": "tag(log, interval(1e-3, 0.3))", "data.batch_size": "choice(100, 500)"},
+    )
+    sweeper.config = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}},
+            "optimizer": {"lr": 0.1},
+            "data": {"batch_size": 1},
+        }
+    )
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    sweeper.launcher = StoppedLauncher()
+    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=optuna"])
+
+    with pytest.raises(SystemExit):
+        sweeper.sweep([])
+    trials = optuna.load_study(study_name="stopped", storage=open_storage(storage)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "WAITING", "WAITING"]
+    assert [t.user_attrs[RETRY_OF] for t in trials[4:]] == [2, 3]  # their parameters, tried again next time
+    assert caplog.messages[-1] == (
+        "SIGTERM: the search stopped, its running trials told as failed; to go on with the study: "
+        "python train.py -m hparams_search=optuna"
+    )
+
+
+def test_on_slurm_trials_run_up_to_the_array_parallelism_at_once() -> None:
+    command = [sys.executable, str(ROOT / "train.py"), "hparams_search=optuna", "hydra/launcher=slurm"]
+    command += ["--cfg", "hydra", "--resolve", "-p", "hydra.sweeper.n_jobs"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "64", run.stderr[
+        -2000:
+    ]  # conf/hydra/launcher/slurm.yaml's array_parallelism
