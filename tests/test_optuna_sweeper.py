@@ -84,10 +84,10 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     jobs = [overrides for _, batch in launcher.batches for overrides in batch]
     assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] for o in jobs)
     # Each job is told its trial, and has the trial's number for its directory: unique in the study.
-    storage = f"'{tmp_path / 'study.journal'}'"
+    storage = tmp_path / "study.journal"  # paths and names that read as words go unquoted
     for number, o in enumerate(jobs):
         assert o[4:] == [
-            f"+trial.study_name='{tmp_path.name}'",
+            f"+trial.study_name={tmp_path.name}",
             f"+trial.storage={storage}",
             f"+trial.number={number}",
             f"hydra.sweep.subdir={number}",
@@ -188,6 +188,12 @@ def test_a_stopped_worker_tells_its_running_trials_failed_and_says_how_to_go_on(
         "SIGTERM: the search stopped, its running trials told as failed; to go on with the study: "
         "python train.py -m hparams_search=optuna"
     )
+
+    sweeper.launcher = FakeLauncher()  # the same command again: the lost trials first, then no more
+    sweeper.sweep([])
+    trials = optuna.load_study(study_name="stopped", storage=open_storage(storage)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 + ["FAIL"] * 2 + ["COMPLETE"] * 2
+    assert [t.params for t in trials[4:]] == [t.params for t in trials[2:4]]
 
 
 def test_on_slurm_trials_run_up_to_the_array_parallelism_at_once() -> None:

@@ -61,6 +61,7 @@ LOG_KEYS = ("lr", "max_lr", "weight_decay")  # the last part of a key whose valu
 EDGE_FRACTION = 0.05  # an Optuna best this close to a bound (of the range's width, log or not) is at its edge
 HEADERS = {"fit_time_s": "fit time (s)"}
 NOT_FINISHED = "no metrics.json: the job was killed or has not finished"
+LOST = "no metrics.json: its worker or job was killed"
 CONSOLE_ROWS = 20
 
 
@@ -207,7 +208,7 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
         if status == "failed" and recorded is None:
-            error = NOT_FINISHED.replace("job was killed or has not finished", "worker or job was killed")
+            error = LOST
         if trial.number in retries:
             error = f"{error}; tried again as trial {retries[trial.number]}".lstrip("; ")
         if trial.value is not None and metric and metric not in metrics:

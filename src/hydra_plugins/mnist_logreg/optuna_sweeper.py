@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import signal
 import sys
@@ -146,10 +147,6 @@ class OptunaSweeper(Sweeper):
                 "uses: add hydra.sweeper.study_name=<name>"
             )
         self.storage_url = absolute(self.storage or str(sweep_dir / DEFAULT_STORAGE))
-        if self.storage and self.sampler is not None:
-            # Workers of one study must not draw the same trials from one seed (nor a later invocation the
-            # first one's): each worker's sampler starts from a random state.
-            self.sampler.reseed_rng()
         study = optuna.create_study(
             direction=self.direction,
             sampler=self.sampler,
@@ -158,6 +155,10 @@ class OptunaSweeper(Sweeper):
             study_name=self.study_name or sweep_dir.name,
             load_if_exists=True,
         )
+        if self.storage or study.trials:
+            # Workers of one study must not draw the same trials from one seed, nor a later invocation the
+            # first one's: each worker's sampler starts from a random state.
+            study.sampler.reseed_rng()
         study.set_user_attr("metric", self._metric)  # what the study's values are, for its report
         write_text(
             sweep_dir / STUDY_FILE,
@@ -226,7 +227,8 @@ class OptunaSweeper(Sweeper):
         overrides = [f"+trial.{key}={value}" for key, value in trial.items()]
         overrides.append(f"hydra.sweep.subdir={number}")
         if self.pruner:
-            options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": self._metric, "pruner": self.pruner}
+            options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": quoted(self._metric)}
+            options["pruner"] = self.pruner
             overrides.append(
                 "+callbacks.optuna_pruning={" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
             )
@@ -387,7 +389,16 @@ def stopped_by_signals() -> Iterator[None]:
 
 
 def quoted(value: str) -> str:
-    """A string as a quoted value of Hydra's override grammar: URLs and paths hold `=`, `:` and the like."""
+    """A string as a value of Hydra's override grammar: as it is when it reads as a word or a path, else
+    quoted (a URL may hold `=` or `?`; `2026-12-03_10-00-00` or `1` would not stay a string)."""
+    if re.fullmatch(r"[A-Za-z_/][\w./:-]*", value) and value.lower() not in (
+        "true",
+        "false",
+        "null",
+        "inf",
+        "nan",
+    ):
+        return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
