@@ -128,7 +128,7 @@ class OptunaSweeper(Sweeper):
             self._metric,
             f", {self.pruner} pruning" if self.pruner else "",
         )
-        with heartbeat(self._running, interval_s=self.grace_period_s / 4), stopped_by_signals():
+        with heartbeat(study, self._running, self.grace_period_s), stopped_by_signals():
             try:
                 self._run_trials(study, space, fixed, sweep_dir)
             except BaseException as stop:  # a signal, Ctrl-C, or a crash: the trials running here are lost
@@ -245,7 +245,8 @@ class OptunaSweeper(Sweeper):
             except Exception as error:  # the storage itself may be what failed
                 log.warning("Could not tell trial %d as failed: %s", number, one_line(error))
         self._running.clear()
-        reason = "SIGTERM" if isinstance(stop, SystemExit) else type(stop).__name__
+        reasons = {SystemExit: "SIGTERM", KeyboardInterrupt: "Ctrl-C"}
+        reason = reasons.get(type(stop), f"{type(stop).__name__}: {one_line(stop)}")
         log.error(
             "%s: the search stopped, its running trials told as failed; to go on with the study: %s",
             reason,
@@ -333,7 +334,7 @@ def fail_lost_trials(study: Any, mine: dict[int, Any], grace_period_s: float) ->
             continue
         try:
             study.tell(trial.number, state=TrialState.FAIL)
-        except RuntimeError:  # another worker was first
+        except (ValueError, RuntimeError):  # another worker (or this one's heartbeat thread) was first
             continue
         again = RETRY_OF not in trial.user_attrs  # a retry that is lost too is not tried a third time
         if again:
@@ -347,18 +348,23 @@ def fail_lost_trials(study: Any, mine: dict[int, Any], grace_period_s: float) ->
 
 
 @contextmanager
-def heartbeat(running: dict[int, Any], interval_s: float) -> Iterator[None]:
-    """A thread that stamps each running trial with the time, every `interval_s`: the sign of life that
-    other workers check (`fail_lost_trials`). Optuna's own heartbeat lives in `study.optimize`, for RDB
-    storages only; this works with ask-and-tell and every storage."""
+def heartbeat(study: Any, running: dict[int, Any], grace_period_s: float) -> Iterator[None]:
+    """A thread that, every quarter of the grace period, stamps each trial running here with the time (the
+    sign of life other workers check) and fails other workers' lost trials, while this worker's own wait
+    for the launcher. Optuna's own heartbeat lives in `study.optimize`, for RDB storages only; this works
+    with ask-and-tell and every storage."""
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(interval_s):
+        while not stop.wait(grace_period_s / 4):
             for trial in list(running.values()):
                 # Told meanwhile, or the storage briefly busy: the next beat tries again.
                 with suppress(Exception):
                     trial.set_user_attr(HEARTBEAT, time.time())
+            try:
+                fail_lost_trials(study, running, grace_period_s)
+            except Exception as error:
+                log.warning("Could not check the study for lost trials: %s", one_line(error))
 
     thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
     thread.start()
