@@ -52,6 +52,12 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
         return optuna.storages.JournalStorage(backend)
     from sqlalchemy.exc import SQLAlchemyError
 
+    if "://" not in storage:
+        raise ValueError(
+            f"storage={storage}: use an Optuna database URL (sqlite:///search.db, postgresql://host/db) or a "
+            f"file path ending in {JOURNAL_SUFFIX}"
+        )
+
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):
         engine_kwargs["connect_args"] = {"timeout": SQLITE_TIMEOUT_S}
