@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 JOURNAL_SUFFIX = ".journal"
 STUDY_FILE = "study.yaml"  # in a sweep dir: the storage and name of its study, for the sweep report
 PRUNERS = ("median", "hyperband")
-# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran, and
-# which lost trial a retry repeats.
+# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran,
+# which lost trial a retry repeats, and why a trial that never ran failed.
+ERROR = "error"
 HEARTBEAT = "heartbeat"
 JOB_DIR = "job_dir"
 RETRY_OF = "retry_of"

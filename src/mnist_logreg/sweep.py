@@ -37,7 +37,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.records import replaced_atomically, write_text
-from mnist_logreg.study import JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
+from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +202,13 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
     metric = study.user_attrs.get("metric")
     jobs = []
     for trial in trials:
-        directory = Path(trial.user_attrs.get(JOB_DIR, ""))
-        metrics = read_metrics(directory) if trial.user_attrs.get(JOB_DIR) else {}
+        job_dir = trial.user_attrs.get(JOB_DIR)  # none: the trial never ran (it could not be composed)
+        metrics = read_metrics(Path(job_dir)) if job_dir else {}
         status = STATES.get(trial.state.name, trial.state.name.lower())
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
         if status == "failed" and recorded is None:
-            error = LOST
+            error = trial.user_attrs.get(ERROR, LOST)
         if trial.number in retries:
             error = f"{error}; tried again as trial {retries[trial.number]}".lstrip("; ")
         if trial.value is not None and metric and metric not in metrics:
@@ -222,7 +222,7 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
                 status=status,
                 error=error,
                 metrics=metrics,
-                directory=_relative(directory, sweep_dir) if trial.user_attrs.get(JOB_DIR) else "",
+                directory=_relative(Path(job_dir), sweep_dir) if job_dir else "",
                 ranges={key: r for key, d in trial.distributions.items() if (r := _range(d)) is not None},
             )
         )

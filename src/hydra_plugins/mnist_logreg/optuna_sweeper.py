@@ -47,6 +47,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.records import write_text
 from mnist_logreg.study import (
+    ERROR,
     HEARTBEAT,
     JOB_DIR,
     JOURNAL_SUFFIX,
@@ -210,6 +211,7 @@ class OptunaSweeper(Sweeper):
                     log.warning(
                         "Trial %d cannot be composed, told as failed: %s", trial.number, one_line(error)
                     )
+                    trial.set_user_attr(ERROR, f"cannot be composed: {one_line(error)}")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
                 trial.set_user_attr(JOB_DIR, str((sweep_dir / str(trial.number)).resolve()))
