@@ -545,7 +545,7 @@ def _natural_key(name: str) -> list[tuple[int, int | str]]:
 
 def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> None:
     """Write a sweep's summary and plots now, as its end would: a study's as far as it has got."""
-    from mnist_logreg.sweep_plots import SweepPlots
+    from mnist_logreg.sweep_plots import SweepPlots, optuna_plots
 
     default_metric, default_mode = "val/acc", "max"
     if (sweep_dir / STUDY_FILE).exists():
@@ -555,6 +555,7 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
         study = optuna.load_study(study_name=str(named.study_name), storage=open_storage(str(named.storage)))
         default_metric = study.user_attrs.get("metric", default_metric)
         default_mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+        optuna_plots(study, sweep_dir)
     elif (sweep_dir / "multirun.yaml").exists():
         default_metric = OmegaConf.load(sweep_dir / "multirun.yaml").get("optimized_metric", default_metric)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
