@@ -46,11 +46,9 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     import optuna
 
     if storage.endswith(JOURNAL_SUFFIX) and "://" not in storage:
-        # The open lock (O_EXCL) works on NFS too; Optuna's default symlink lock does not on every one.
-        backend = optuna.storages.journal.JournalFileBackend(
-            storage, lock_obj=optuna.storages.journal.JournalFileOpenLock(storage)
-        )
-        return optuna.storages.JournalStorage(backend)
+        # Optuna's default lock (a symlink, atomic on NFS too), as every other tool that opens the file
+        # (optuna-dashboard, a user's script) takes it.
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     from sqlalchemy.exc import SQLAlchemyError
 
     if "://" not in storage:
