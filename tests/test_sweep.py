@@ -291,7 +291,7 @@ def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_p
 
     # An Optuna dimension: its bounds, give or take 5% of its width (on its log scale).
     searched = Job("3", {"optimizer.lr": "0.9", "optimizer.momentum": "0.01"}, "completed",
-                   metrics={"val/acc": 0.9}, directory="3",
+                   metrics={"val/acc": 0.9}, trial=True, directory="3",
                    ranges={"optimizer.lr": Range(1e-4, 1.0, True, False),
                            "optimizer.momentum": Range(0.0, 0.95, False, False)})  # fmt: skip
     (lr_edge, momentum_edge) = edges([searched], "val/acc")

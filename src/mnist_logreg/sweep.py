@@ -74,6 +74,7 @@ class Job:
     status: str  # "completed", "failed", "interrupted"; a trial's also "pruned", "running", "waiting"
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    trial: bool = False  # a trial of an Optuna study, named by its number
     directory: str = ""  # a trial's job directory (a study's trials may lie in several sweep dirs)
     ranges: dict[str, Range] = field(default_factory=dict)  # a trial's search space: the numeric ones
 
@@ -88,8 +89,7 @@ class Job:
         overrides = " ".join(f"{key}={value}" for key, value in self.overrides.items())
         names = dict.fromkeys([metric, "val/acc", "test/acc"])
         scores = ", ".join(f"{name} {self.metrics[name]:.4f}" for name in names if name in self.metrics)
-        kind = "trial" if self.directory else "job"
-        return f"{kind} {self.name} ({overrides}): {scores}"
+        return f"{'trial' if self.trial else 'job'} {self.name} ({overrides}): {scores}"
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,7 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
                 status=status,
                 error=error,
                 metrics=metrics,
+                trial=True,
                 directory=_relative(Path(job_dir), sweep_dir) if job_dir else "",
                 ranges={key: r for key, d in trial.distributions.items() if (r := _range(d)) is not None},
             )
@@ -274,7 +275,7 @@ def override_columns(jobs: list[Job]) -> list[str]:
 
 def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> None:
     """`summary.csv` (every value, full precision) and `summary.md` (the same table, rounded, to read)."""
-    study = bool(jobs[0].directory) or (sweep_dir / STUDY_FILE).exists()
+    study = jobs[0].trial
     first = "trial" if study else "job"
     columns = [first, *override_columns(jobs), "status", *metric_columns(metric), "error"]
     columns += ["directory"] if study else []
@@ -334,7 +335,7 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     to 0.1 s) and the reason a job failed."""
     overrides = [key for key in override_columns(jobs) if key not in common]
     metrics = metric_columns(metric)
-    study = any(job.directory for job in jobs)
+    study = jobs[0].trial if jobs else False
     header = [
         "trial" if study else "job",
         *overrides,
