@@ -248,7 +248,10 @@ class OptunaSweeper(Sweeper):
         # The configured subdir, with the trial's number for the launcher's job number (which counts this
         # worker's jobs only: workers in one sweep dir would collide).
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir", JOB_NUM)
-        overrides.append(f"hydra.sweep.subdir={str(subdir).replace(JOB_NUM, str(number))}")
+        subdir = str(subdir).replace(JOB_NUM, str(number))
+        if not re.fullmatch(r"[\w.-]+", subdir):  # interpolations (`${run_label:${...}}`) parse only quoted
+            subdir = quoted(subdir)
+        overrides.append(f"hydra.sweep.subdir={subdir}")
         if self.pruner:
             options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": quoted(self._metric)}
             options["pruner"] = self.pruner
