@@ -72,7 +72,7 @@ def test_summary_rows_best_first_then_failed_jobs_with_their_reason(tmp_path: Pa
     rows = read_csv(sweep / "summary.csv")
     assert list(rows[0]) == [
         "job", "optimizer.lr", "trainer.max_epochs", "status",
-        "val/acc", "test/acc", "test/loss", "fit_time_s", "error",
+        "val/acc", "test/acc", "test/loss", "fit_time_s", "error", "directory",
     ]  # fmt: skip
     # Best first; a tie keeps job order (2 before 10, not "10" < "2"); failed jobs last, in job order.
     assert [r["job"] for r in rows] == ["2", "10", "0", "1", "3"]
@@ -185,7 +185,7 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_writes_the_summary_and_fails(ba
     assert [r["status"] for r in rows] == ["completed", "completed", "failed"]
     assert float(rows[0]["val/acc"]) >= float(rows[1]["val/acc"]) > 0.5
     for row in rows:
-        metrics = json.loads((sweep / row["job"] / "metrics.json").read_text())
+        metrics = json.loads((sweep / row["directory"] / "metrics.json").read_text())
         assert metrics["status"] == row["status"]
         if row["status"] == "completed":
             assert (
@@ -214,8 +214,10 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
     basic = {r["optimizer.lr"]: r for r in read_csv(basic_sweep[0] / "summary.csv")}
     assert set(rows) == {"0.5", "0.05"} and {r["job"] for r in rows.values()} == {"0", "1"}
     for lr, row in rows.items():
-        assert json.loads((sweep / row["job"] / "metrics.json").read_text())["status"] == "completed"
-        assert (sweep / row["job"] / "tensorboard" / "hparams").is_dir()
+        job = sweep / row["directory"]
+        assert job.name.startswith(f"{row['job']}_") and f"lr-{lr}" in job.name  # named by its overrides
+        assert json.loads((job / "metrics.json").read_text())["status"] == "completed"
+        assert not (job / "tensorboard" / "hparams").exists()  # one TensorBoard run per job
         # The same seeded runs as the basic launcher's; one thread per worker may round differently.
         for name in ("val/acc", "test/acc"):
             assert float(row[name]) == pytest.approx(float(basic[lr][name]), abs=2e-3)

@@ -69,13 +69,13 @@ CONSOLE_ROWS = 20
 class Job:
     """What one job of a sweep left in its directory (a trial of a study: also its state in the study)."""
 
-    name: str  # the directory, relative to the sweep dir: "0", "1", ...; a trial's number
+    name: str  # the job's number ("0" of the directory "0_lr-0.1"); a trial's number
     overrides: dict[str, str]  # as typed: {"optimizer.lr": "0.01"}
     status: str  # "completed", "failed", "interrupted"; a trial's also "pruned", "running", "waiting"
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     trial: bool = False  # a trial of an Optuna study, named by its number
-    directory: str = ""  # a trial's job directory (a study's trials may lie in several sweep dirs)
+    directory: str = ""  # the job's directory (a study's trials may lie in several sweep dirs)
     ranges: dict[str, Range] = field(default_factory=dict)  # a trial's search space: the numeric ones
 
     def score(self, metric: str) -> float | None:
@@ -174,9 +174,11 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
             if not key.startswith(HIDDEN):
                 overrides[key] = value
         metrics = read_metrics(job_dir)
+        relative = job_dir.relative_to(sweep_dir).as_posix()
         jobs.append(
             Job(
-                name=job_dir.relative_to(sweep_dir).as_posix(),
+                name=relative.split("_", 1)[0] if re.match(r"\d+_", relative) else relative,
+                directory=relative,
                 overrides=overrides,
                 status=metrics.pop("status", "failed"),
                 error=metrics.pop("error", "" if metrics else NOT_FINISHED),
@@ -278,7 +280,7 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
     study = jobs[0].trial
     first = "trial" if study else "job"
     columns = [first, *override_columns(jobs), "status", *metric_columns(metric), "error"]
-    columns += ["directory"] if study else []
+    columns += ["directory"]
     with replaced_atomically(sweep_dir / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
