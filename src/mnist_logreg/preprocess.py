@@ -13,7 +13,8 @@ written with a pen or a marker, with a stray mark beside it. Each step below und
    pixel's ink is how much darker it is than its own paper, relative to that paper: a shadow dims paper
    and ink alike, so it cancels out.
 3. Noise. Otsu's threshold separates paper from ink; whatever lies within the paper's noise becomes 0 and
-   the ink is stretched so that its strongest pixel is 1, as in MNIST.
+   the ink is stretched so that its strongest pixel is 1, as in MNIST. The noise is measured in grey
+   levels, which a camera's noise keeps on dim paper too: a shadow makes it a larger share of the paper.
 4. Stray marks. The ink's connected pieces are found; the heaviest one and those close to it are the digit.
 5. Thick pens. A digit whose strokes are wider than nearly all of MNIST's is thinned, where the image is
    fine enough to take off less than an MNIST pixel.
@@ -155,20 +156,24 @@ def dilated(x: torch.Tensor, half: int) -> torch.Tensor:
 
 
 def ink_strength(gray: np.ndarray) -> np.ndarray:
-    """How dark each pixel is against its own paper, 0 where it is paper, stretched to 1 at the strongest."""
+    """How dark each pixel is against its own paper, 0 where it is paper, stretched to 1 at the strongest.
+
+    The noise floor is measured in grey levels, on the paper's darkness with its sign (paper brighter than
+    its estimate is noise too): a camera's gamma curve makes its noise about as many grey levels on dim
+    paper as on bright, so under a shadow the same noise is a larger share of the paper and a pixel's floor
+    is the noise over its own paper.
+    """
     paper = paper_brightness(gray)
     darkness = paper - gray
     contrast = np.clip(darkness / paper, 0.0, 1.0).astype(np.float32)
-    background = contrast[contrast < otsu_threshold(contrast)]
-    if background.size == 0:  # all one level: a blank image
-        background = contrast
-    median = float(np.median(background))
-    spread = 1.4826 * float(np.median(np.abs(background - median)))  # robust standard deviation
-    floor = median + NOISE_SIGMAS * spread
-    peak = float(contrast.max())
-    if peak <= floor or float(darkness.max()) < MIN_CONTRAST * 255:
+    on_paper = contrast < otsu_threshold(contrast)
+    noise = darkness[on_paper] if on_paper.any() else darkness.ravel()  # all one level: a blank image
+    median = float(np.median(noise))
+    spread = 1.4826 * float(np.median(np.abs(noise - median)))  # robust standard deviation
+    ink = np.clip(contrast - ((median + NOISE_SIGMAS * spread) / paper).astype(np.float32), 0.0, None)
+    if float(ink.max()) <= 0 or float(darkness.max()) < MIN_CONTRAST * 255:
         raise ImageError("no digit found: the image is blank")
-    ink = np.clip((contrast - floor) / (peak - floor), 0.0, 1.0)
+    ink /= ink.max()
     ink[ink < FAINT] = 0.0
     return ink
 
