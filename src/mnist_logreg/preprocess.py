@@ -24,8 +24,8 @@ So an MNIST digit rendered bigger (by a whole factor), inverted, shifted or in c
 image back (exactly, where the rendering loses nothing) and so the same prediction; docs/predict.md
 measures each condition. No library does this whole recipe: Pillow decodes and resizes, torch does the
 sliding-window work (max pooling is the morphological dilation). Pillow's MinFilter and MaxFilter give the
-same images but sort every pixel's whole window, which made the light's closing 11 times as slow and the
-thinning 15; neither library labels connected regions, hence the loop in `connected_regions`.
+same images but sort every pixel's whole window, which made the light's closing ten times as slow and the
+thinning six or more; neither library labels connected regions, hence the loop in `connected_regions`.
 """
 
 from __future__ import annotations
