@@ -164,8 +164,8 @@ def ink_strength(gray: np.ndarray) -> np.ndarray:
     The noise is measured in grey levels, with its sign, on the paper away from the ink. A camera's gamma
     curve makes its noise about as many grey levels on dim paper as on bright, so under a shadow the same
     noise is a larger share of the paper: each pixel's floor is the noise over its own paper. Paper brighter
-    than its estimate is noise as much as paper darker (measured on clipped contrasts, the noise read as
-    none). The strokes' anti-aliased fringes and the JPEG ringing beside them are not noise.
+    than its estimate is noise as much as paper darker: clipped at 0, half the noise would read as none.
+    The strokes' anti-aliased fringes and the JPEG ringing beside them are not noise.
     """
     paper = paper_brightness(gray)
     darkness = paper - gray
