@@ -1,14 +1,15 @@
 """How well `predict.py` reads MNIST test digits made to look like a person's photos, condition by condition.
 
-    python benchmarks/preprocess_conditions.py [--count 1000] [--start 0] [--ckpt best.ckpt] [--before REF]
+    python benchmarks/preprocess_conditions.py [--count 1000] [--start 0] [--ckpt best.ckpt] [--before REF..]
 
 Each condition renders a test digit as a photo or a scan might show it (one change from the plain scan
-per row, all of them in the last) and scores the share of digits that `to_mnist` and the model give the
-prediction the clean 28x28 digit gets; an image refused ("no digit found") counts as a miss. Without
-`--ckpt` it first trains the tests' short checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100
-batches, lr 0.1) into a temporary folder. `--before REF` adds a column for the preprocessing as it was at
-a git commit, run in the same process on the same images. The table is printed in Markdown
-(docs/predict.md); tests/test_preprocess_conditions.py holds each row to the goal.
+per row, but sensor noise is shown over a shadow, where the paper is dim; several changes in the last) and
+scores the share of digits that `to_mnist` and the model give the prediction the clean 28x28 digit gets;
+an image refused ("no digit found") counts as a miss. Without `--ckpt` it first trains the tests' short
+checkpoint (`trained_run` in tests/conftest.py: 1 epoch of 100 batches, lr 0.1) into a temporary folder.
+`--before REF` adds a column for the preprocessing as it was at a git commit (one per REF), run in the
+same process on the same images. The table is printed in Markdown (docs/predict.md);
+tests/test_preprocess_conditions.py holds each row to the goal.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ PAGE = (400, 300)  # a photo of a page, the digit 150 pixels tall a little right
 DIGIT_SIZE, DIGIT_AT = 150, (170, 40)
 PAPERS = [(250, 232, 120), (170, 205, 240), (246, 182, 200), (185, 225, 170), (255, 200, 140)]
 PEN = (25, 30, 70)  # blue-black ink
+# A camera's sensor noise, in grey levels of each colour channel: the grain of a phone photo in dim indoor
+# light. The camera's gamma curve makes the photon noise about as strong on dim paper as on bright paper.
+NOISE = 8
 
 
 def jpeg(image: Image.Image, quality: int = 85) -> Image.Image:
@@ -110,6 +114,13 @@ def shadow(pixels: np.ndarray, i: int) -> Image.Image:
     return jpeg(lit(on_page(enlarged(pixels)), 0.9 - 0.5 * across_page(i)))
 
 
+def noisy_shadow(pixels: np.ndarray, i: int) -> Image.Image:
+    """The linear shadow, photographed with sensor noise: the paper on its dim side is grainy."""
+    page = np.asarray(lit(on_page(enlarged(pixels)), 0.9 - 0.5 * across_page(i)), dtype=np.float32)
+    grain = NOISE * np.random.default_rng(i).standard_normal(page.shape, dtype=np.float32)
+    return jpeg(Image.fromarray((page + grain).round().clip(0, 255).astype(np.uint8)))
+
+
 def shadow_edge(pixels: np.ndarray, i: int) -> Image.Image:
     """A phone's shadow: 90% light, 45% past a soft edge across the page's middle."""
     edge = 1 / (1 + np.exp(-(across_page(i) - 0.5) * 30))
@@ -158,6 +169,7 @@ CONDITIONS: dict[str, Callable[[np.ndarray, int], Image.Image]] = {
     "tight crop: no margin around the ink": tight_crop,
     "thick strokes (dilated)": thick,
     "linear shadow: paper from 90% to 40%": shadow,
+    "linear shadow with sensor noise (8 grey levels)": noisy_shadow,
     "coloured paper, blue-black ink": coloured_paper,
     "light ink on dark paper": light_on_dark,
     "stray marks away from the digit": stray_marks,
@@ -210,9 +222,9 @@ def preprocessing_at(ref: str, folder: Path) -> ModuleType:
     source = subprocess.run(
         ["git", "show", f"{ref}:src/mnist_logreg/preprocess.py"], cwd=ROOT, check=True, capture_output=True
     ).stdout
-    path = folder / "preprocess_before.py"
+    path = folder / f"preprocess_{ref}.py"
     path.write_bytes(source)
-    spec = importlib.util.spec_from_file_location("preprocess_before", path)
+    spec = importlib.util.spec_from_file_location(f"preprocess_{ref}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -223,18 +235,16 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1000, help="test digits per condition")
     parser.add_argument("--start", type=int, default=0, help="index of the first test digit")
     parser.add_argument("--ckpt", type=Path, help="a checkpoint (default: train the tests' short one)")
-    parser.add_argument("--before", metavar="REF", help="also score preprocess.py as it was at this commit")
+    parser.add_argument(
+        "--before", metavar="REF", nargs="+", default=[], help="score preprocess.py as at each commit too"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # as predict.py: each image's operations are too small to share out
     digits = MNIST(str(ROOT / "data"), train=False).data[args.start : args.start + args.count].numpy()
     with tempfile.TemporaryDirectory() as folder:
         model = load_model(args.ckpt or short_checkpoint(Path(folder) / "run"))
-        versions = {"now": to_mnist}
-        if args.before:
-            versions = {
-                f"before ({args.before})": preprocessing_at(args.before, Path(folder)).to_mnist,
-                **versions,
-            }
+        versions = {f"before ({ref})": preprocessing_at(ref, Path(folder)).to_mnist for ref in args.before}
+        versions["now"] = to_mnist
         print(
             f"MNIST test digits {args.start} to {args.start + len(digits) - 1} in each condition: the share"
             " that gets the clean digit's prediction (refused as blank)\n"

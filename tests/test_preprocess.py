@@ -89,6 +89,17 @@ def test_a_linear_shadow_across_the_page_cancels_out() -> None:
     assert torch.equal(to_mnist(shaded), to_mnist(Image.fromarray(clean.astype(np.uint8))))
 
 
+def test_sensor_noise_under_a_shadow_leaves_the_digit_its_size() -> None:
+    # The same noise, in grey levels, is a larger share of the paper where the shadow dims it: specks there
+    # taken for ink would stretch the digit's box and shrink the digit (to 11 x 3 pixels here).
+    clean = np.asarray(paper(size=(400, 300), ink_box=(200, 60, 240, 220)), dtype=np.float64)  # 40 x 160
+    light = np.linspace(0.9, 0.4, 400)
+    grain = np.random.default_rng(0).normal(0, 8, clean.shape)
+    out = to_mnist(Image.fromarray((clean * light + grain).round().clip(0, 255).astype(np.uint8)))
+    rows, cols = (out[0] > 0.5).nonzero(as_tuple=True)
+    assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (20, 5)
+
+
 def test_stray_marks_away_from_the_digit_are_left_out() -> None:
     page = paper(size=(200, 120), ink_box=(60, 20, 100, 100))
     clean = to_mnist(page)

@@ -13,7 +13,8 @@ written with a pen or a marker, with a stray mark beside it. Each step below und
    pixel's ink is how much darker it is than its own paper, relative to that paper: a shadow dims paper
    and ink alike, so it cancels out.
 3. Noise. Otsu's threshold separates paper from ink; whatever lies within the paper's noise becomes 0 and
-   the ink is stretched so that its strongest pixel is 1, as in MNIST.
+   the ink is stretched so that its strongest pixel is 1, as in MNIST. The noise is measured in grey
+   levels, which a camera's noise keeps on dim paper too: a shadow makes it a larger share of the paper.
 4. Stray marks. The ink's connected pieces are found; the heaviest one and those close to it are the digit.
 5. Thick pens. A digit whose strokes are wider than nearly all of MNIST's is thinned, where the image is
    fine enough to take off less than an MNIST pixel.
@@ -22,7 +23,9 @@ written with a pen or a marker, with a stray mark beside it. Each step below und
 So an MNIST digit rendered bigger (by a whole factor), inverted, shifted or in colour gets the same 28x28
 image back (exactly, where the rendering loses nothing) and so the same prediction; docs/predict.md
 measures each condition. No library does this whole recipe: Pillow decodes and resizes, torch does the
-sliding-window work (max pooling is the morphological dilation).
+sliding-window work (max pooling is the morphological dilation). Pillow's MinFilter and MaxFilter give the
+same images but sort every pixel's whole window, which made the light's closing ten times as slow and the
+thinning six or more; neither library labels connected regions, hence the loop in `connected_regions`.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ MAX_SIDE = 1024
 LIGHT_GRID = 64
 LIGHT_WINDOW = 0.5
 NOISE_SIGMAS = 3.0  # paper pixels lie within this many robust standard deviations of the paper's median
+CLEARANCE = 1 / 64  # the noise is measured on paper at least this share of the image's longer side from ink
 # The darkest ink must be at least this much (of the full grey scale) darker than its paper: less is the
 # paper's own grain or JPEG noise, and a photo of an empty page is reported as blank instead of labelled.
 MIN_CONTRAST = 0.08
@@ -155,20 +159,31 @@ def dilated(x: torch.Tensor, half: int) -> torch.Tensor:
 
 
 def ink_strength(gray: np.ndarray) -> np.ndarray:
-    """How dark each pixel is against its own paper, 0 where it is paper, stretched to 1 at the strongest."""
+    """How dark each pixel is against its own paper, 0 where it is paper, stretched to 1 at the strongest.
+
+    The noise is measured in grey levels, with its sign, on the paper away from the ink. A camera's gamma
+    curve makes its noise about as many grey levels on dim paper as on bright, so under a shadow the same
+    noise is a larger share of the paper: each pixel's floor is the noise over its own paper. Paper brighter
+    than its estimate is noise as much as paper darker: clipped at 0, half the noise would read as none.
+    The strokes' anti-aliased fringes and the JPEG ringing beside them are not noise.
+    """
     paper = paper_brightness(gray)
     darkness = paper - gray
     contrast = np.clip(darkness / paper, 0.0, 1.0).astype(np.float32)
-    background = contrast[contrast < otsu_threshold(contrast)]
-    if background.size == 0:  # all one level: a blank image
-        background = contrast
-    median = float(np.median(background))
-    spread = 1.4826 * float(np.median(np.abs(background - median)))  # robust standard deviation
-    floor = median + NOISE_SIGMAS * spread
-    peak = float(contrast.max())
-    if peak <= floor or float(darkness.max()) < MIN_CONTRAST * 255:
+    on_paper = contrast < otsu_threshold(contrast)
+    # A coarse grid, as in `digit_only`: paper is far from the ink in a cell with no ink in it or beside it.
+    height, width = gray.shape
+    cell = max(1, round(CLEARANCE * max(height, width)))
+    inked = F.max_pool2d(torch.from_numpy(~on_paper).float()[None, None], cell, ceil_mode=True)
+    near = F.max_pool2d(inked, 3, stride=1, padding=1)[0, 0] > 0
+    far = on_paper & ~near.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[:height, :width].numpy()
+    noise = darkness[far] if far.any() else darkness.ravel()  # all one level: a blank image
+    median = float(np.median(noise))
+    spread = 1.4826 * float(np.median(np.abs(noise - median)))  # robust standard deviation
+    ink = np.clip(contrast - ((median + NOISE_SIGMAS * spread) / paper).astype(np.float32), 0.0, None)
+    if float(ink.max()) <= 0 or float(darkness.max()) < MIN_CONTRAST * 255:
         raise ImageError("no digit found: the image is blank")
-    ink = np.clip((contrast - floor) / (peak - floor), 0.0, 1.0)
+    ink /= ink.max()
     ink[ink < FAINT] = 0.0
     return ink
 
