@@ -224,7 +224,8 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'logs' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("train").experiment_id])
-    assert sorted(run.info.run_name for run in runs) == [f"{sweep.name}/0", f"{sweep.name}/1"]
+    expected = sorted(f"{sweep.name}/{row['directory']}" for row in rows.values())  # <sweep>/<job dir>
+    assert sorted(run.info.run_name for run in runs) == expected
     for run in runs:
         row = rows[run.data.params["optimizer/lr"]]
         assert run.info.status == "FINISHED" and run.data.tags["sweep"] == sweep.name
