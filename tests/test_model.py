@@ -62,3 +62,13 @@ def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Pat
     images = torch.rand(5, 784)
     assert torch.equal(loaded(images), model(images))
     assert MNISTDataModule.load_from_checkpoint(path).hparams.val_size == 100
+
+
+def test_the_model_summary_shows_shapes_and_flops() -> None:
+    """Lightning's summary runs `example_input_array` through the model: a multiply and an add per weight."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+
+    summary = ModelSummary(LogisticRegression(), max_depth=1)
+    net = summary.layer_names.index("net")
+    assert summary.in_sizes[net] == [1, 784] and summary.out_sizes[net] == [1, 10]
+    assert summary.total_flops == 2 * 784 * 10
