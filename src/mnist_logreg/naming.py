@@ -36,7 +36,7 @@ def run_label(override_dirname: str) -> str:
     short = [re.split(r"[./]", key)[-1] for key, _, _ in items]
     keys = [s if short.count(s) == 1 else key for s, (key, _, _) in zip(short, items, strict=True)]
     label = "+".join(
-        _safe(key) + "-" + _safe(_number(value)) for key, (_, _, value) in zip(keys, items, strict=True)
+        _safe(key) + "-" + _safe(short_number(value)) for key, (_, _, value) in zip(keys, items, strict=True)
     )
     if len(label) > MAX_LENGTH:
         digest = hashlib.sha1(label.encode()).hexdigest()[:8]
@@ -49,7 +49,8 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)
 
 
-def _number(value: str) -> str:
+def short_number(value: str) -> str:
+    """`0.0001032326035197658` -> `0.0001032`: 4 significant digits; integers and text as they are."""
     try:
         number = float(value)
     except ValueError:

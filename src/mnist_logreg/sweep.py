@@ -36,6 +36,7 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.naming import short_number
 from mnist_logreg.records import replaced_atomically, write_text
 from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
 
@@ -348,7 +349,7 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     header += ["directory"] if study else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
-        cells = [job.name, *(_short(job.overrides.get(key, "")) for key in overrides), job.status]
+        cells = [job.name, *(short_number(job.overrides.get(key, "")) for key in overrides), job.status]
         cells += [_format(name, job.metrics.get(name)) for name in metrics]
         cells.append(job.error)
         cells += [job.directory] if study else []
@@ -404,7 +405,7 @@ def seeds_table(groups: list[SeedGroup], metric: str) -> str:
     header = [*keys, "seeds", *(f"{name} (mean ± std)" for name in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
-        cells = [_short(group.overrides.get(key, "")) for key in keys]
+        cells = [short_number(group.overrides.get(key, "")) for key in keys]
         cells.append(f"{len(group.scores.get(metric, []))} of {group.seeds}")
         cells += [group.spread(name) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
@@ -524,15 +525,6 @@ def is_number(value: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _short(value: str) -> str:
-    """`0.0001032326035197658` -> `0.0001032`; integers and text as they are."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return f"{number:.4g}" if any(c in value for c in ".eE") and math.isfinite(number) else value
 
 
 def _format(name: str, value: Any) -> str:
