@@ -179,6 +179,9 @@ def test_a_sweep_with_a_failed_job_runs_the_rest_writes_the_summary_and_fails(ba
     output = result.stdout + result.stderr
     assert "1 of 3 jobs failed (job 1: optimizer.lr=-1 is invalid" in output
     assert "Best job" in output
+    # A quiet multirun (its output is a pipe here): the config tree once, no model summary per job.
+    assert output.count("Config (each job adds its own overrides)") == 1 and output.count("├── seed:") == 1
+    assert "Total params" not in output and "GPU available" not in output
 
     rows = read_csv(sweep / "summary.csv")
     assert [r["optimizer.lr"] for r in rows][2] == "-1"
