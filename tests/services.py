@@ -145,9 +145,9 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     own(key, "munge")
     processes: list[Path] = []
     try:
-        munge_options = [f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid"]
-        munge_options += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
-        subprocess.run(as_user("munge", [munged, *munge_options]), check=True, capture_output=True)
+        munge_files = [f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid"]
+        munge_files += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
+        subprocess.run(as_user("munge", [munged, *munge_files]), check=True, capture_output=True)
         processes.append(root / "munged.pid")
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
         conf = root / "slurm.conf"

@@ -17,7 +17,11 @@ from conftest import ROOT
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
-CPU_JOB += ["hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "callbacks.progress_bar.refresh_rate=0"]
+CPU_JOB += [
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
 
 
 def start_sweep(cluster: dict[str, str], *overrides: str) -> subprocess.Popen:
