@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
 INSTALL = "apt-get install postgresql slurm-wlm munge (as root; .ci/run does it)"
 
 
@@ -27,6 +26,13 @@ def require(program: str | Path) -> str:
     if path is None:
         raise ServiceMissing(f"{program} not found: the tests need a real service; {INSTALL}")
     return path
+
+
+def run(command: list[str], env: dict[str, str] | None = None) -> None:
+    """Run a start or setup command; if it fails, raise with what it printed."""
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
 
 def free_port() -> int:
@@ -57,26 +63,34 @@ def own(path: Path, user: str) -> None:
 # PostgreSQL ---------------------------------------------------------------------------------------------
 
 
+def postgres_bin_dir() -> Path:
+    """Where the server's programs are: Debian keeps them off the PATH, one directory per major version."""
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        return Path(on_path).resolve().parent
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))
+    if not debian:
+        raise ServiceMissing(f"PostgreSQL's pg_ctl not found: the tests need a real server; {INSTALL}")
+    return debian[-1].parent
+
+
 @contextmanager
 def postgres_server(root: Path) -> Iterator[str]:
     """A PostgreSQL server on a free loopback port, its data in `root`, trusting local connections.
     Yields the base URL (`postgresql+psycopg://postgres@127.0.0.1:<port>`), to which a database name is
     appended."""
-    pg_ctl = require(POSTGRES_BIN / "pg_ctl")
+    bin_dir = postgres_bin_dir()
+    pg_ctl = str(bin_dir / "pg_ctl")
     user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)
     own(root, user)
     data, log = root / "data", root / "postgres.log"
     port = free_port()
-    subprocess.run(
-        as_user(user, [require(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
-        check=True,
-        capture_output=True,
-    )
+    run(as_user(user, [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]))
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     start = [pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]
-    subprocess.run(as_user(user, start), check=True, capture_output=True)
+    run(as_user(user, start))
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
     finally:
@@ -147,8 +161,9 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
     try:
         munge_files = [f"--socket={root}/munge.socket", f"--key-file={key}", f"--pid-file={root}/munged.pid"]
         munge_files += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
-        subprocess.run(as_user("munge", [munged, *munge_files]), check=True, capture_output=True)
+        run(as_user("munge", [munged, *munge_files]))
         processes.append(root / "munged.pid")
+        # Half the machine's memory is what the node offers its jobs.
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
         conf = root / "slurm.conf"
         conf.write_text(
@@ -158,9 +173,9 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
         )
         env = {"SLURM_CONF": str(conf)}
         full_env = {**os.environ, **env}
-        subprocess.run([slurmctld, "-f", str(conf)], env=full_env, check=True, capture_output=True)
+        run([slurmctld, "-f", str(conf)], env=full_env)
         processes.append(root / "slurmctld.pid")
-        subprocess.run([slurmd, "-f", str(conf), "-N", "localhost"], env=full_env, check=True)
+        run([slurmd, "-f", str(conf), "-N", "localhost"], env=full_env)
         processes.append(root / "slurmd.pid")
 
         def node_idle() -> bool:
@@ -170,6 +185,8 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
         wait_for(node_idle, "the SLURM node", root / "slurmctld.log")
         yield env
     finally:
+        if len(processes) == 3:  # jobs a failed test left behind would outlive the daemons
+            subprocess.run(["scancel", "--user=root", "--full"], env=full_env, capture_output=True)
         stop_daemons(processes)
 
 
@@ -185,8 +202,8 @@ def stop_daemons(pid_files: list[Path], timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while pids:
         for pid in list(pids):
-            with suppress(ProcessLookupError):
+            try:
                 os.kill(pid, signal.SIGKILL if time.monotonic() > deadline else 0)
-                continue
-            pids.remove(pid)
+            except ProcessLookupError:
+                pids.remove(pid)
         time.sleep(0.05)
