@@ -1,0 +1,154 @@
+"""How one Optuna study scales with its workers, per storage: K = 1, 2, 4, 8 worker processes of near-empty
+trials against a journal file, SQLite and PostgreSQL.
+
+    python benchmarks/storage_scaling.py [--trials 200] [--work-s 0.05] [--workers 1 2 4 8]
+                                         [--postgres postgresql+psycopg://user@host/db]
+
+Each worker runs the search loop of `hparams_search=optuna` against the shared study, one trial at a time:
+count the study's finished trials, ask for the next trial's four parameters (TPE, constant liar, seeded per
+worker), stamp its heartbeat, "train" for `--work-s` seconds (a sleep: a trial's work happens on its own
+node), tell the value. It stops once the study has `--trials` finished trials. Reported per storage and K:
+trials per second over the whole study, and the storage's share of a trial's time (time inside the
+storage's methods / wall time of the trial's loop, summed over workers). Without `--postgres`, a throwaway
+PostgreSQL server is started as the tests start one (`tests/services.py`; Debian's `postgresql`).
+
+The workers share this machine's cores: their samplers compete for CPU here, as they would not on K nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = {
+    "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+    "optimizer.momentum": optuna.distributions.FloatDistribution(0.0, 0.95),
+    "optimizer.weight_decay": optuna.distributions.FloatDistribution(1e-7, 1e-2, log=True),
+    "data.batch_size": optuna.distributions.CategoricalDistribution([50, 100, 200, 500, 1000]),
+}
+
+
+def timed(storage_class: type[BaseStorage]) -> type[BaseStorage]:
+    """A subclass of `storage_class` that adds the time spent in its public methods to `seconds` (the
+    outermost call only: a method that calls another is counted once)."""
+
+    def wrap(name: str) -> Any:
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            self.depth = getattr(self, "depth", 0) + 1
+            started = time.perf_counter()
+            try:
+                return getattr(super(subclass, self), name)(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                if self.depth == 0:
+                    self.seconds = getattr(self, "seconds", 0.0) + time.perf_counter() - started
+
+        return method
+
+    names = [
+        name for name, value in vars(BaseStorage).items() if callable(value) and not name.startswith("_")
+    ]
+    subclass = type(f"Timed{storage_class.__name__}", (storage_class,), {name: wrap(name) for name in names})
+    return subclass
+
+
+def open_storage(url: str) -> BaseStorage:
+    """As the sweeper opens it (`hydra.sweeper.storage`), timed."""
+    if url.endswith(".journal"):
+        return timed(JournalStorage)(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return timed(RDBStorage)(url, engine_kwargs=engine_kwargs)
+
+
+def worker(url: str, name: str, index: int, n_trials: int, work_s: float, start: Any, out: Any) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    sampler = optuna.samplers.TPESampler(seed=index, constant_liar=True)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    start.wait()
+    trials, loop_s = 0, 0.0
+    while True:
+        started = time.perf_counter()
+        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        if finished >= n_trials:
+            break
+        trial = study.ask(SPACE)
+        trial.set_user_attr("heartbeat", time.time())
+        time.sleep(work_s)
+        study.tell(trial, trial.params["optimizer.lr"])
+        trials += 1
+        loop_s += time.perf_counter() - started
+    out.put((trials, loop_s, storage.seconds))
+
+
+def run(url: str, k: int, n_trials: int, work_s: float) -> tuple[float, float, float, int]:
+    """K workers on a fresh study: trials per second, the storage's share of a trial's time, the storage's
+    seconds per trial, trials told."""
+    name = f"scaling-{k}-{time.monotonic_ns()}"
+    optuna.create_study(study_name=name, storage=open_storage(url), direction="maximize")
+    context = multiprocessing.get_context("fork")
+    start, out = context.Event(), context.Queue()
+    processes = [
+        context.Process(target=worker, args=(url, name, i, n_trials, work_s, start, out)) for i in range(k)
+    ]
+    for process in processes:
+        process.start()
+    time.sleep(1.0)  # every worker has loaded the study
+    started = time.perf_counter()
+    start.set()
+    results = [out.get() for _ in processes]
+    wall = time.perf_counter() - started
+    for process in processes:
+        process.join()
+    told, loop_s, storage_s = (sum(column) for column in zip(*results, strict=True))
+    return told / wall, storage_s / loop_s, storage_s / told, told
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--trials", type=int, default=200, help="finished trials per study")
+    parser.add_argument("--work-s", type=float, default=0.05, help="each trial's work, in seconds")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--postgres", help="a PostgreSQL database URL; default: start a throwaway server")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="storage-scaling-")))
+        postgres = args.postgres
+        if postgres is None:
+            sys.path.insert(0, str(ROOT / "tests"))
+            import services
+
+            server_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="storage-scaling-postgres-"))
+            base = stack.enter_context(services.postgres_server(Path(server_dir)))
+            postgres = services.create_database(base, "scaling")
+        storages = {"journal file": str(tmp / "study.journal"), "SQLite": f"sqlite:///{tmp / 'study.db'}"}
+        storages["PostgreSQL"] = postgres
+        print(f"{args.trials} trials per study, {args.work_s * 1000:.0f} ms of work each\n")
+        print("| storage | K | trials/s | storage share of a trial | storage ms per trial | trials told |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for label, url in storages.items():
+            for k in args.workers:
+                rate, share, storage_s, told = run(url, k, args.trials, args.work_s)
+                print(
+                    f"| {label} | {k} | {rate:.1f} | {share:.0%} | {storage_s * 1000:.0f} | {told} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
