@@ -8,9 +8,9 @@ Each worker runs the search loop of `hparams_search=optuna` against the shared s
 count the study's finished trials, ask for the next trial's four parameters (TPE, constant liar, seeded per
 worker), stamp its heartbeat, "train" for `--work-s` seconds (a sleep: a trial's work happens on its own
 node), tell the value. It stops once the study has `--trials` finished trials. Reported per storage and K:
-trials per second over the whole study, and the storage's share of a trial's time (time inside the
-storage's methods / wall time of the trial's loop, summed over workers). Without `--postgres`, a throwaway
-PostgreSQL server is started as the tests start one (`tests/services.py`; Debian's `postgresql`).
+trials per second over the whole study, and the storage's share of a trial's time (time inside the storage
+object's methods / wall time of the trial's loop, summed over workers). Without `--postgres`, a throwaway
+PostgreSQL server (fsync on) is started as the tests start one (`tests/services.py`; Debian's `postgresql`).
 
 The workers share this machine's cores: their samplers compete for CPU here, as they would not on K nodes.
 """
@@ -18,6 +18,7 @@ The workers share this machine's cores: their samplers compete for CPU here, as 
 from __future__ import annotations
 
 import argparse
+import inspect
 import multiprocessing
 import sys
 import tempfile
@@ -40,8 +41,8 @@ SPACE = {
 
 
 def timed(storage_class: type[BaseStorage]) -> type[BaseStorage]:
-    """A subclass of `storage_class` that adds the time spent in its public methods to `seconds` (the
-    outermost call only: a method that calls another is counted once)."""
+    """A subclass of `storage_class` that adds the time spent in its methods to `seconds` (every method of
+    the class and its bases; the outermost call only, so that a method calling another counts once)."""
 
     def wrap(name: str) -> Any:
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -56,9 +57,12 @@ def timed(storage_class: type[BaseStorage]) -> type[BaseStorage]:
 
         return method
 
-    names = [
-        name for name, value in vars(BaseStorage).items() if callable(value) and not name.startswith("_")
-    ]
+    names = {
+        name
+        for klass in storage_class.__mro__
+        for name, value in vars(klass).items()
+        if inspect.isfunction(value) and not name.startswith("__")
+    }
     subclass = type(f"Timed{storage_class.__name__}", (storage_class,), {name: wrap(name) for name in names})
     return subclass
 
@@ -134,7 +138,8 @@ def main() -> None:
             import services
 
             server_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="storage-scaling-postgres-"))
-            base = stack.enter_context(services.postgres_server(Path(server_dir)))
+            # fsync on, as a server that keeps a study should be (the journal file and SQLite sync too).
+            base = stack.enter_context(services.postgres_server(Path(server_dir), fsync=True))
             postgres = services.create_database(base, "scaling")
         storages = {"journal file": str(tmp / "study.journal"), "SQLite": f"sqlite:///{tmp / 'study.db'}"}
         storages["PostgreSQL"] = postgres

@@ -75,10 +75,10 @@ def postgres_bin_dir() -> Path:
 
 
 @contextmanager
-def postgres_server(root: Path) -> Iterator[str]:
-    """A PostgreSQL server on a free loopback port, its data in `root`, trusting local connections.
-    Yields the base URL (`postgresql+psycopg://postgres@127.0.0.1:<port>`), to which a database name is
-    appended."""
+def postgres_server(root: Path, fsync: bool = False) -> Iterator[str]:
+    """A PostgreSQL server on a free loopback port, its data in `root`, trusting local connections, and by
+    default without `fsync` (the tests' data need not survive a power cut). Yields the base URL
+    (`postgresql+psycopg://postgres@127.0.0.1:<port>`), to which a database name is appended."""
     bin_dir = postgres_bin_dir()
     pg_ctl = str(bin_dir / "pg_ctl")
     user = "postgres" if os.geteuid() == 0 else os.environ.get("USER", "postgres")
@@ -88,7 +88,8 @@ def postgres_server(root: Path) -> Iterator[str]:
     data, log = root / "data", root / "postgres.log"
     port = free_port()
     run(as_user(user, [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]))
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    options += "" if fsync else " -c fsync=off"
     start = [pg_ctl, "-D", str(data), "-l", str(log), "-o", options, "-w", "start"]
     run(as_user(user, start))
     try:
