@@ -81,18 +81,14 @@ def worker(url: str, name: str, index: int, n_trials: int, work_s: float, start:
     sampler = optuna.samplers.TPESampler(seed=index, constant_liar=True)
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     start.wait()
-    trials, loop_s = 0, 0.0
-    while True:
-        started = time.perf_counter()
-        finished = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-        if finished >= n_trials:
-            break
+    storage.seconds, trials, started = 0.0, 0, time.perf_counter()
+    while sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) < n_trials:
         trial = study.ask(SPACE)
         trial.set_user_attr("heartbeat", time.time())
         time.sleep(work_s)
         study.tell(trial, trial.params["optimizer.lr"])
         trials += 1
-        loop_s += time.perf_counter() - started
+    loop_s = time.perf_counter() - started
     out.put((trials, loop_s, storage.seconds))
 
 

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from conftest import ROOT
+from mnist_logreg.study import open_storage
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
@@ -35,6 +37,36 @@ def running_jobs(cluster: dict[str, str]) -> list[str]:
     squeue = ["squeue", "--noheader", "--states=RUNNING", "--format=%i"]
     out = subprocess.run(squeue, env={**os.environ, **cluster}, capture_output=True, text=True, check=True)
     return out.stdout.split()
+
+
+@pytest.mark.slow
+def test_an_optuna_search_keeps_several_trials_running_together(
+    slurm_cluster: dict[str, str], tmp_path: Path
+) -> None:
+    """`hparams_search=optuna hydra/launcher=slurm`: the sweeper asks for as many trials as the launcher's
+    `array_parallelism` allows and submits them as one job array, which the two-CPU node runs together."""
+    launcher = start_sweep(
+        slurm_cluster,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=2",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=20",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        f"hydra.sweep.dir={tmp_path}",
+    )
+    most_running = 0
+    while launcher.poll() is None:
+        most_running = max(most_running, len(running_jobs(slurm_cluster)))
+        time.sleep(0.05)
+    output, _ = launcher.communicate()
+    assert launcher.returncode == 0, output.decode()[-3000:]
+    assert most_running == 2
+    study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    for trial in study.trials:
+        metrics = json.loads((tmp_path / str(trial.number) / "metrics.json").read_text())
+        assert metrics["val/acc"] == pytest.approx(trial.value) and metrics["steps"] == 20
 
 
 @pytest.mark.slow
