@@ -18,6 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from conftest import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
+from mnist_logreg.study import RETRY_OF, open_storage
 
 
 def parse(line: str):
@@ -81,7 +82,16 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
 
     assert [(start, len(batch)) for start, batch in launcher.batches] == [(0, 3), (3, 3), (6, 1)]
     jobs = [overrides for _, batch in launcher.batches for overrides in batch]
-    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] and len(o) == 4 for o in jobs)
+    assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] for o in jobs)
+    # Each job is told its trial, and has the trial's number for its directory: unique in the study.
+    storage = tmp_path / "study.journal"  # paths and names that read as words go unquoted
+    for number, o in enumerate(jobs):
+        assert o[4:] == [
+            f"+trial.study_name={tmp_path.name}",
+            f"+trial.storage={storage}",
+            f"+trial.number={number}",
+            f"hydra.sweep.subdir={number}",
+        ]
     scores = {
         i: float(o[2].split("=")[1])
         for i, o in enumerate(jobs)
@@ -90,10 +100,14 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     assert len(scores) < len(jobs)  # some trials failed and the search went on
     best_job = max(scores, key=scores.get)
     best = OmegaConf.load(tmp_path / "best_params.yaml")
-    assert best.best_value == scores[best_job] and best.job == best_job and best.metric == "val/acc"
-    assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:]
-    assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:]])
+    assert best.best_value == scores[best_job] and best.trial == best_job and best.metric == "val/acc"
+    assert best.job_dir == str(tmp_path / str(best_job)) and best.study == tmp_path.name
+    assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:4]
+    assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:4]])
     assert best.trials == {"completed": len(scores), "total": 7}
+    # The study is kept in the sweep dir, whose report reads it (tests/test_study.py).
+    study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
+    assert len(study.trials) == 7 and "RUNNING" not in {t.state.name for t in study.trials}
 
 
 @pytest.mark.slow
@@ -113,7 +127,7 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
     assert len(rows) == 3 and all(r["status"] == "completed" for r in rows)
     best = OmegaConf.load(sweep / "best_params.yaml")
     assert best.metric == "val/acc" and best.best_value == float(rows[0]["val/acc"])  # never test/acc
-    assert str(best.job) == rows[0]["job"]
+    assert str(best.trial) == rows[0]["trial"] and best.job_dir == str(sweep / rows[0]["directory"])
     assert set(best.best_params) == {
         "optimizer.lr",
         "optimizer.momentum",
@@ -130,3 +144,63 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
     assert f"Best trial: val/acc {best.best_value:.4f}" in result.stdout + result.stderr
     plots = {p.name for p in (sweep / "plots").glob("*.png")}  # Optuna's, and the metric per parameter
     assert {"optuna_history.png", "optuna_importances.png", "val_acc_vs_optimizer.lr.png"} <= plots
+
+
+class StoppedLauncher(FakeLauncher):
+    """The second batch is stopped by SIGTERM, as a job training in the sweeper's process ends on one."""
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        if self.batches:
+            raise SystemExit(143)
+        return super().launch(batch, initial_job_idx)
+
+
+def test_a_stopped_worker_tells_its_running_trials_failed_and_says_how_to_go_on(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    storage = str(tmp_path / "search.journal")
+    sweeper = OptunaSweeper(
+        n_trials=4,
+        n_jobs=2,
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        storage=storage,
+        study_name="stopped",
+        params={"optimizer.lr": "tag(log, interval(1e-3, 0.3))", "data.batch_size": "choice(100, 500)"},
+    )
+    sweeper.config = OmegaConf.create(
+        {
+            "hydra": {"sweep": {"dir": str(tmp_path / "sweep")}},
+            "optimizer": {"lr": 0.1},
+            "data": {"batch_size": 1},
+        }
+    )
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    sweeper.launcher = StoppedLauncher()
+    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=optuna"])
+
+    with pytest.raises(SystemExit):
+        sweeper.sweep([])
+    trials = optuna.load_study(study_name="stopped", storage=open_storage(storage)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "FAIL", "FAIL", "WAITING", "WAITING"]
+    assert [t.user_attrs[RETRY_OF] for t in trials[4:]] == [2, 3]  # their parameters, tried again next time
+    assert caplog.messages[-1] == (
+        "SIGTERM: the search stopped, its running trials told as failed; to go on with the study: "
+        "python train.py -m hparams_search=optuna"
+    )
+
+    sweeper.launcher = FakeLauncher()  # the same command again: the lost trials first, then no more
+    sweeper.sweep([])
+    trials = optuna.load_study(study_name="stopped", storage=open_storage(storage)).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2 + ["FAIL"] * 2 + ["COMPLETE"] * 2
+    assert [t.params for t in trials[4:]] == [t.params for t in trials[2:4]]
+
+
+def test_on_slurm_trials_run_up_to_the_array_parallelism_at_once() -> None:
+    command = [sys.executable, str(ROOT / "train.py"), "hparams_search=optuna", "hydra/launcher=slurm"]
+    command += ["--cfg", "hydra", "--resolve", "-p", "hydra.sweeper.n_jobs"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "64", run.stderr[
+        -2000:
+    ]  # conf/hydra/launcher/slurm.yaml's array_parallelism

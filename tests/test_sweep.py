@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from mnist_logreg.errors import UserError, report_user_errors
-from mnist_logreg.sweep import NOT_FINISHED, SweepSummary
+from mnist_logreg.sweep import NOT_FINISHED, Job, Range, SweepSummary, edges, read_jobs, sort_best_first
 from mnist_logreg.training import train
 
 SHORT = ("trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0")
@@ -234,3 +234,68 @@ def test_joblib_runs_jobs_in_parallel_with_the_same_outputs(basic_sweep, tmp_pat
 def test_the_tuned_experiment_reaches_92_6_percent(compose_train) -> None:
     metrics = train(compose_train("experiment=tuned", "callbacks.progress_bar.refresh_rate=0"))
     assert metrics["test/acc"] >= 0.926 and metrics["steps"] == 20 * 55
+
+
+def test_a_grid_over_seeds_gets_a_row_per_configuration_with_mean_and_std(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    accs = {"0.01": (0.80, 0.82, 0.84), "0.1": (0.90, 0.91, 0.89)}
+    for lr, values in accs.items():
+        for seed, acc in enumerate(values, start=1):
+            make_job(
+                sweep,
+                f"{len(list(sweep.glob('*')))}",
+                [f"seed={seed}", f"optimizer.lr={lr}"],
+                completed(acc, acc),
+            )
+    make_job(sweep, "6", ["seed=4", "optimizer.lr=0.1"], {"status": "failed", "error": "diverged"})
+    assert end_sweep(sweep, allow_failed_jobs=True) == 0
+    summary = (sweep / "summary.md").read_text()
+    table = summary[summary.index("## Over seeds") :].splitlines()
+    assert "| optimizer.lr | seeds | val/acc (mean ± std) | test/acc (mean ± std) |" in table
+    rows = [line for line in table if line.startswith("| 0.")]
+    assert rows == [  # best mean first; the failed seed counted as run, not as completed
+        "| 0.1 | 3 of 4 | 0.9000 ± 0.0100 | 0.9000 ± 0.0100 |",
+        "| 0.01 | 3 of 3 | 0.8200 ± 0.0200 | 0.8200 ± 0.0200 |",
+    ]
+
+
+def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_path: Path, caplog) -> None:
+    grid = {"0.001": 0.70, "0.01": 0.85, "0.1": 0.90}  # best at the top of a log grid
+    for i, (lr, acc) in enumerate(grid.items()):
+        make_job(
+            tmp_path / "top",
+            str(i),
+            [f"optimizer.lr={lr}", f"data.batch_size={100 * (i + 1)}"],
+            completed(acc, acc),
+        )
+    edge, batch_edge = edges(sort_best_first(read_jobs(tmp_path / "top"), "val/acc", "max"), "val/acc")
+    assert batch_edge.key == "data.batch_size" and batch_edge.side == "top"
+    assert (edge.key, edge.side, edge.suggestion()) == ("optimizer.lr", "top", "optimizer.lr=0.01,0.1,1")
+    caplog.set_level(logging.INFO)
+    assert end_sweep(tmp_path / "top") == 0
+    expected = (
+        "optimizer.lr: the best value, 0.1, is at the top of the range swept (0.001 to 0.1), so the optimum "
+        "may lie beyond it; try optimizer.lr=0.01,0.1,1"
+    )
+    assert expected in caplog.messages and f"- {expected}" in (tmp_path / "top" / "summary.md").read_text()
+    # data.batch_size (100, 200, 300) is at its top too: extended by half its width, as integers.
+    assert "try data.batch_size=200,300,400" in caplog.text
+
+    for i, (lr, acc) in enumerate({"0.001": 0.8, "0.01": 0.9, "0.1": 0.85}.items()):
+        make_job(tmp_path / "inside", str(i), [f"optimizer.lr={lr}"], completed(acc, acc))
+    for i, (lr, acc) in enumerate({"0.01": 0.8, "0.1": 0.9}.items()):  # two values: always at an edge
+        make_job(tmp_path / "two", str(i), [f"optimizer.lr={lr}"], completed(acc, acc))
+    for name in ("inside", "two"):
+        assert edges(sort_best_first(read_jobs(tmp_path / name), "val/acc", "max"), "val/acc") == []
+
+    # An Optuna dimension: its bounds, give or take 5% of its width (on its log scale).
+    searched = Job("3", {"optimizer.lr": "0.9", "optimizer.momentum": "0.01"}, "completed",
+                   metrics={"val/acc": 0.9}, directory="3",
+                   ranges={"optimizer.lr": Range(1e-4, 1.0, True, False),
+                           "optimizer.momentum": Range(0.0, 0.95, False, False)})  # fmt: skip
+    (lr_edge, momentum_edge) = edges([searched], "val/acc")
+    assert lr_edge.suggestion() == "'optimizer.lr=tag(log, interval(0.09, 9))'" and lr_edge.side == "top"
+    assert (
+        momentum_edge.side == "bottom"
+        and momentum_edge.suggestion() == "'optimizer.momentum=interval(0, 0.485)'"
+    )

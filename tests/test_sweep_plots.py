@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_logreg.sweep import read_jobs
+from mnist_logreg.sweep import edges, read_jobs, sort_best_first
 from mnist_logreg.sweep_plots import SweepPlots, metric_figure, optuna_plots
 
 
@@ -97,3 +97,23 @@ def test_optuna_draws_its_history_and_importances(tmp_path: Path) -> None:
         "optuna_importances.png",
     ]
     assert plt.get_fignums() == []  # Optuna draws with pyplot: its figures are closed once saved
+
+
+def test_the_spread_over_seeds_and_a_best_at_the_edge_are_drawn(tmp_path: Path) -> None:
+    accs = {"0.001": (0.70, 0.74), "0.01": (0.80, 0.86), "0.1": (0.90, 0.92)}
+    for i, (lr, values) in enumerate(accs.items()):
+        for seed, acc in enumerate(values):
+            make_job(tmp_path, f"{2 * i + seed}", [f"seed={seed}", f"optimizer.lr={lr}"], acc)
+    SweepPlots("val/acc").on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    assert (tmp_path / "plots" / "val_acc_vs_optimizer.lr.png").is_file()
+
+    jobs = read_jobs(tmp_path)
+    (edge,) = [
+        e for e in edges(sort_best_first(jobs, "val/acc", "max"), "val/acc") if e.key == "optimizer.lr"
+    ]
+    (ax,) = metric_figure(jobs, "optimizer.lr", "val/acc", edge=edge).axes
+    (bars,) = ax.containers  # mean ± std per configuration
+    assert np.allclose(bars.lines[0].get_ydata().astype(float), [0.91, 0.83, 0.72])  # best mean first
+    assert np.allclose(bars.lines[2][0].get_segments()[0][:, 1], [0.91 - 0.01414, 0.91 + 0.01414], atol=1e-4)
+    (line,) = [line for line in ax.lines if line.get_label() == "best at the top edge"]
+    assert line.get_xdata()[0] == 0.1 and "optimizer.lr=0.01,0.1,1" in ax.get_title(loc="right")

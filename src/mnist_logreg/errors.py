@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -31,7 +31,8 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
     In a multirun a failing job, whatever the error, is recorded in its `metrics.json` as failed, with the
     reason, and returns None instead of raising. Hydra's launchers stop a sweep on the first job that
     raises, before the end-of-sweep callbacks run; this way every job runs, the sweep summary lists the
-    failed ones, and the summary (`mnist_logreg.sweep`) gives the sweep a non-zero exit status.
+    failed ones, and the summary (`mnist_logreg.sweep`) gives the sweep a non-zero exit status. A job that
+    an Optuna search pruned is no failure: it is recorded as pruned, with its last value.
     """
 
     @functools.wraps(task)
@@ -39,6 +40,12 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
         try:
             return task(cfg)
         except Exception as error:
+            if in_multirun() and is_pruned(error):
+                log.info("%s", error)
+                trial = cfg.get("trial") or {}  # the search's trial, as a completed run names it
+                names = {"study": trial.get("study_name"), "trial": trial.get("number")}
+                record_status("pruned", one_line(error), {**getattr(error, "metrics", {}), **names})
+                return None
             user_error = find_user_error(error)
             if not in_multirun():
                 if user_error is None:
@@ -97,7 +104,15 @@ def record_failure(error: Exception) -> None:
     record_status("failed", reason)
 
 
-def record_status(status: str, reason: str) -> None:
+def is_pruned(error: BaseException) -> bool:
+    """Optuna's `TrialPruned`: a job that its search stopped early, not a failure."""
+    optuna = sys.modules.get(
+        "optuna"
+    )  # not imported: nothing can have raised one (nor is it worth importing)
+    return optuna is not None and isinstance(error, optuna.TrialPruned)
+
+
+def record_status(status: str, reason: str, metrics: dict[str, Any] | None = None) -> None:
     """A sweep job's `metrics.json` for a job that did not finish: its status and why, for the sweep summary.
 
     Written whole or not at all, like a finished run's: only `status: completed` means finished. Under DDP
@@ -108,7 +123,8 @@ def record_status(status: str, reason: str) -> None:
     if rank_zero_only.rank != 0:
         return
     write_json(
-        Path(HydraConfig.get().runtime.output_dir) / "metrics.json", {"status": status, "error": reason}
+        Path(HydraConfig.get().runtime.output_dir) / "metrics.json",
+        {"status": status, "error": reason, **(metrics or {})},
     )
 
 

@@ -2,42 +2,80 @@
 
 A Hydra callback (named in `conf/hydra/default.yaml`), so it works with every sweeper and launcher: it reads
 what each job left in its own directory (`.hydra/overrides.yaml` and `metrics.json`), not the launcher's
-return values, which a job that was killed never produces.
+return values, which a job that was killed never produces. An Optuna search's sweep dir names its study
+(`study.yaml`): then the rows are the study's trials, from every worker and invocation, with their state
+(completed, pruned, failed, running) and job directory.
+
+Below the table: one row per configuration with the mean and standard deviation over its seeds, when a sweep
+repeats configurations with several seeds; and a line for each swept number whose best value lies at an edge
+of its range, with the range to try next.
+
+Any time, without running a trial (another worker's search still running, say):
+
+    python -m mnist_logreg.sweep logs/sweeps/<sweep>          # rewrite its summary and plots
+    python -m mnist_logreg.sweep --storage sqlite:///search.db --study-name sgd logs/sweeps/report
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import logging
 import math
 import os
 import re
+import statistics
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from mnist_logreg.records import replaced_atomically, write_text
+from mnist_logreg.study import JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
 
 log = logging.getLogger(__name__)
 
 METRICS = ("val/acc", "test/acc", "test/loss", "fit_time_s")
+# Overrides that a search gives each job to say which trial it is: not parameters, so not columns.
+HIDDEN = ("trial.", "callbacks.optuna_pruning")
+NOT_FAILED = (
+    "completed",
+    "pruned",
+    "running",
+    "waiting",
+)  # a pruned trial is part of a search, not a failure
+STATES = {
+    "COMPLETE": "completed",
+    "PRUNED": "pruned",
+    "FAIL": "failed",
+    "RUNNING": "running",
+    "WAITING": "waiting",
+}
+LOG_KEYS = ("lr", "max_lr", "weight_decay")  # the last part of a key whose values span decades
+EDGE_FRACTION = 0.05  # an Optuna best this close to a bound (of the range's width, log or not) is at its edge
 HEADERS = {"fit_time_s": "fit time (s)"}
 NOT_FINISHED = "no metrics.json: the job was killed or has not finished"
+LOST = "no metrics.json: its worker or job was killed"
 CONSOLE_ROWS = 20
 
 
 @dataclass
 class Job:
-    """What one job of a sweep left in its directory."""
+    """What one job of a sweep left in its directory (a trial of a study: also its state in the study)."""
 
-    name: str  # the directory, relative to the sweep dir: "0", "1", ...
+    name: str  # the directory, relative to the sweep dir: "0", "1", ...; a trial's number
     overrides: dict[str, str]  # as typed: {"optimizer.lr": "0.01"}
-    status: str  # "completed" or "failed"
+    status: str  # "completed", "failed", "interrupted"; a trial's also "pruned", "running", "waiting"
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    directory: str = ""  # a trial's job directory (a study's trials may lie in several sweep dirs)
+    ranges: dict[str, Range] = field(default_factory=dict)  # a trial's search space: the numeric ones
 
     def score(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
@@ -50,7 +88,18 @@ class Job:
         overrides = " ".join(f"{key}={value}" for key, value in self.overrides.items())
         names = dict.fromkeys([metric, "val/acc", "test/acc"])
         scores = ", ".join(f"{name} {self.metrics[name]:.4f}" for name in names if name in self.metrics)
-        return f"job {self.name} ({overrides}): {scores}"
+        kind = "trial" if self.directory else "job"
+        return f"{kind} {self.name} ({overrides}): {scores}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """A numeric search dimension: `low` to `high`, sampled on a log scale or not; an integer or not."""
+
+    low: float
+    high: float
+    log: bool
+    integer: bool
 
 
 class SweepSummary(Callback):
@@ -87,11 +136,16 @@ class SweepSummary(Callback):
         lines.append(markdown_table(jobs[:CONSOLE_ROWS], self.metric, common))
         if len(jobs) > CONSOLE_ROWS:
             lines.append(f"... and {len(jobs) - CONSOLE_ROWS} more")
+        groups = seed_groups(jobs, self.metric, self.mode)
+        if groups:
+            lines += ["Over seeds, best mean first:", seeds_table(groups, self.metric)]
         log.info("%s", "\n".join(lines))
         if jobs[0].score(self.metric) is not None:
             log.info("Best %s", jobs[0].describe(self.metric))
+        for edge in edges(jobs, self.metric):
+            log.warning("%s", edge.sentence())
 
-        failed = [job for job in jobs if job.status != "completed"]
+        failed = [job for job in jobs if job.status not in NOT_FAILED]
         if failed and (not self.allow_failed_jobs or len(failed) == len(jobs)):
             log.error(
                 "%d of %d jobs failed (job %s: %s); see %s",
@@ -105,16 +159,21 @@ class SweepSummary(Callback):
 
 
 def read_jobs(sweep_dir: Path) -> list[Job]:
-    """Every job directory under `sweep_dir` (those with `.hydra/overrides.yaml`), in job order."""
+    """Every job directory under `sweep_dir` (those with `.hydra/overrides.yaml`), in job order; for an
+    Optuna search, every trial of its study, in trial order."""
+    if (sweep_dir / STUDY_FILE).exists():
+        study = OmegaConf.load(sweep_dir / STUDY_FILE)
+        return read_study(str(study.storage), str(study.study_name), sweep_dir)
     jobs = []
     for overrides_file in sweep_dir.rglob(".hydra/overrides.yaml"):
         job_dir = overrides_file.parent.parent
         overrides = {}
         for override in OmegaConf.load(overrides_file):
             key, _, value = str(override).partition("=")
-            overrides[key.lstrip("+~")] = value
-        metrics_file = job_dir / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+            key = key.lstrip("+~")
+            if not key.startswith(HIDDEN):
+                overrides[key] = value
+        metrics = read_metrics(job_dir)
         jobs.append(
             Job(
                 name=job_dir.relative_to(sweep_dir).as_posix(),
@@ -127,14 +186,79 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
     return sorted(jobs, key=lambda job: _natural_key(job.name))
 
 
-def sort_best_first(jobs: list[Job], metric: str, mode: str) -> list[Job]:
-    """Completed jobs by `metric`, best first (ties keep job order), then the jobs without a score."""
+def read_metrics(job_dir: Path) -> dict[str, Any]:
+    metrics_file = job_dir / "metrics.json"
+    return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
 
-    def key(job: Job) -> tuple[bool, float]:
-        score = job.score(metric)
-        if score is None:
-            return True, 0.0
-        return False, -score if mode == "max" else score
+
+def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
+    """A row per trial of the study, whichever worker ran it: its state in the study, its parameters, and
+    the metrics its job directory holds (the study's value alone, where that directory is out of reach)."""
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    trials = study.get_trials(deepcopy=False)
+    retries = {t.user_attrs[RETRY_OF]: t.number for t in trials if RETRY_OF in t.user_attrs}
+    metric = study.user_attrs.get("metric")
+    jobs = []
+    for trial in trials:
+        directory = Path(trial.user_attrs.get(JOB_DIR, ""))
+        metrics = read_metrics(directory) if trial.user_attrs.get(JOB_DIR) else {}
+        status = STATES.get(trial.state.name, trial.state.name.lower())
+        recorded = metrics.pop("status", None)
+        error = metrics.pop("error", "")
+        if status == "failed" and recorded is None:
+            error = LOST
+        if trial.number in retries:
+            error = f"{error}; tried again as trial {retries[trial.number]}".lstrip("; ")
+        if trial.value is not None and metric and metric not in metrics:
+            metrics[metric] = trial.value
+        for key in ("study", "trial"):
+            metrics.pop(key, None)
+        jobs.append(
+            Job(
+                name=str(trial.number),
+                overrides={key: str(value) for key, value in trial.params.items()},
+                status=status,
+                error=error,
+                metrics=metrics,
+                directory=_relative(directory, sweep_dir) if trial.user_attrs.get(JOB_DIR) else "",
+                ranges={key: r for key, d in trial.distributions.items() if (r := _range(d)) is not None},
+            )
+        )
+    return jobs
+
+
+def _range(distribution: Any) -> Range | None:
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if isinstance(distribution, (FloatDistribution, IntDistribution)):
+        integer = isinstance(distribution, IntDistribution)
+        return Range(distribution.low, distribution.high, distribution.log, integer)
+    return None
+
+
+def _relative(directory: Path, sweep_dir: Path) -> str:
+    """A job directory as short as it stays unambiguous: relative to the sweep dir, or to here, if inside."""
+    for base in (sweep_dir.resolve(), Path.cwd()):
+        if directory.is_relative_to(base):
+            return directory.relative_to(base).as_posix()
+    return str(directory)
+
+
+def sort_best_first(jobs: list[Job], metric: str, mode: str) -> list[Job]:
+    """Completed jobs by `metric`, best first (ties keep job order), then pruned ones by their last value,
+    then the jobs without a score."""
+
+    def key(job: Job) -> tuple[int, float]:
+        value = job.metrics.get(metric)
+        if (
+            job.status not in ("completed", "pruned")
+            or not isinstance(value, (int, float))
+            or math.isnan(value)
+        ):
+            return 2, 0.0
+        return int(job.status == "pruned"), -value if mode == "max" else value
 
     return sorted(jobs, key=key)
 
@@ -150,27 +274,51 @@ def override_columns(jobs: list[Job]) -> list[str]:
 
 def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> None:
     """`summary.csv` (every value, full precision) and `summary.md` (the same table, rounded, to read)."""
-    columns = ["job", *override_columns(jobs), "status", *metric_columns(metric), "error"]
-    with open(sweep_dir / "summary.csv", "w", newline="") as f:
+    study = bool(jobs[0].directory) or (sweep_dir / STUDY_FILE).exists()
+    first = "trial" if study else "job"
+    columns = [first, *override_columns(jobs), "status", *metric_columns(metric), "error"]
+    columns += ["directory"] if study else []
+    with replaced_atomically(sweep_dir / "summary.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns)
         for job in jobs:
-            values = {"job": job.name, "status": job.status, "error": job.error}
+            values = {first: job.name, "status": job.status, "error": job.error, "directory": job.directory}
             values.update(job.overrides)
             values.update(job.metrics)
             writer.writerow([values.get(column, "") for column in columns])
 
-    failed = sum(job.status != "completed" for job in jobs)
     better = "higher" if mode == "max" else "lower"
     lines = [f"# Sweep {sweep_dir.name}", ""]
-    lines.append(f"{len(jobs)} jobs, best first by `{metric}` ({better} is better); {failed} failed.")
+    counts = Counter(job.status for job in jobs)
+    failed = sum(n for status, n in counts.items() if status not in NOT_FAILED)
+    if study:
+        states = ", ".join(f"{n} {status}" for status, n in counts.items() if status not in NOT_FAILED)
+        states = ", ".join(f"{counts[s]} {s}" for s in NOT_FAILED if counts[s]) + (
+            f", {states}" if states else ""
+        )
+        lines.append(f"{len(jobs)} trials ({states}), best first by `{metric}` ({better} is better).")
+    else:
+        lines.append(f"{len(jobs)} jobs, best first by `{metric}` ({better} is better); {failed} failed.")
     if jobs[0].score(metric) is not None:
         lines += ["", f"Best: {jobs[0].describe(metric)}."]
     common = common_overrides(jobs)
     if common:
         lines += ["", "Every job: " + " ".join(f"`{key}={value}`" for key, value in common.items()) + "."]
-    lines += ["", markdown_table(jobs, metric, common), ""]
-    (sweep_dir / "summary.md").write_text("\n".join(lines))
+    lines += ["", markdown_table(jobs, metric, common)]
+    groups = seed_groups(jobs, metric, mode)
+    if groups:
+        lines += [
+            "",
+            "## Over seeds",
+            "",
+            "Each configuration's mean ± standard deviation over its seeds, best mean first:",
+            "",
+            seeds_table(groups, metric),
+        ]
+    notes = edges(jobs, metric)
+    if notes:
+        lines += ["", "## At the edge", ""] + [f"- {note.sentence()}" for note in notes]
+    write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
 
 
 def common_overrides(jobs: list[Job]) -> dict[str, str]:
@@ -186,14 +334,193 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     to 0.1 s) and the reason a job failed."""
     overrides = [key for key in override_columns(jobs) if key not in common]
     metrics = metric_columns(metric)
-    header = ["job", *overrides, "status", *(HEADERS.get(name, name) for name in metrics), "error"]
+    study = any(job.directory for job in jobs)
+    header = [
+        "trial" if study else "job",
+        *overrides,
+        "status",
+        *(HEADERS.get(n, n) for n in metrics),
+        "error",
+    ]
+    header += ["directory"] if study else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for job in jobs:
         cells = [job.name, *(_short(job.overrides.get(key, "")) for key in overrides), job.status]
         cells += [_format(name, job.metrics.get(name)) for name in metrics]
         cells.append(job.error)
+        cells += [job.directory] if study else []
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines)
+
+
+@dataclass
+class SeedGroup:
+    """One configuration of a sweep over seeds: its overrides (the seed left out) and its jobs' scores."""
+
+    overrides: dict[str, str]
+    scores: dict[str, list[float]]  # metric -> one value per completed seed
+    seeds: int  # jobs in the group, completed or not
+
+    def mean(self, metric: str) -> float:
+        return statistics.fmean(self.scores[metric])
+
+    def spread(self, metric: str) -> str:
+        """`0.9012 ± 0.0031`: the mean and the standard deviation over the seeds (n - 1)."""
+        values = self.scores.get(metric, [])
+        if not values:
+            return ""
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.4f} ± {std:.4f}"
+
+
+def seed_groups(jobs: list[Job], metric: str, mode: str) -> list[SeedGroup]:
+    """The sweep's configurations, best mean first, when it ran some with more than one `seed`; else none."""
+    if len({job.overrides.get("seed") for job in jobs if "seed" in job.overrides}) < 2:
+        return []
+    groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+    for job in jobs:
+        config = {key: value for key, value in job.overrides.items() if key != "seed"}
+        group = groups.setdefault(tuple(config.items()), SeedGroup(config, {}, 0))
+        group.seeds += 1
+        if job.score(metric) is None:
+            continue
+        for name in dict.fromkeys([metric, *METRICS]):
+            if isinstance(job.metrics.get(name), (int, float)):
+                group.scores.setdefault(name, []).append(float(job.metrics[name]))
+    if all(group.seeds < 2 for group in groups.values()):
+        return []
+    scored = [g for g in groups.values() if g.scores.get(metric)]
+    scored.sort(key=lambda g: -g.mean(metric) if mode == "max" else g.mean(metric))
+    return scored + [g for g in groups.values() if not g.scores.get(metric)]
+
+
+def seeds_table(groups: list[SeedGroup], metric: str) -> str:
+    """A row per configuration: the overrides that vary, the seeds completed of those run, mean ± std."""
+    keys = [k for k in dict.fromkeys(k for g in groups for k in g.overrides) if _varies(groups, k)]
+    names = list(dict.fromkeys([metric, "val/acc", "test/acc"]))
+    header = [*keys, "seeds", *(f"{name} (mean ± std)" for name in names)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in groups:
+        cells = [_short(group.overrides.get(key, "")) for key in keys]
+        cells.append(f"{len(group.scores.get(metric, []))} of {group.seeds}")
+        cells += [group.spread(name) for name in names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _varies(groups: list[SeedGroup], key: str) -> bool:
+    return len({g.overrides.get(key) for g in groups}) > 1
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A swept number whose best value lies at an edge of its range, and the range to try next."""
+
+    key: str
+    best: float
+    side: str  # "top" or "bottom"
+    range: Range
+    searched: bool  # an Optuna dimension (an interval), not a grid's values
+    next_values: tuple[float, ...]  # the next grid, or the next interval's bounds
+
+    def suggestion(self) -> str:
+        """The override that sweeps the next range, in the syntax the sweep used."""
+        if not self.searched:
+            return f"{self.key}=" + ",".join(_number(v, self.range.integer) for v in self.next_values)
+        low, high = (_number(v, self.range.integer) for v in self.next_values)
+        if self.range.integer:
+            return f"'{self.key}=range({low}, {int(high) + 1})'"
+        interval = f"interval({low}, {high})"
+        return f"'{self.key}=" + (f"tag(log, {interval})'" if self.range.log else f"{interval}'")
+
+    def sentence(self) -> str:
+        r = self.range
+        return (
+            f"{self.key}: the best value, {_number(self.best, r.integer)}, is at the {self.side} of the "
+            f"range swept ({_number(r.low, r.integer)} to {_number(r.high, r.integer)}), so the optimum "
+            f"may lie beyond it; try {self.suggestion()}"
+        )
+
+
+def edges(jobs: list[Job], metric: str) -> list[Edge]:
+    """The swept numbers (not the seed) whose value in the best job is at an edge of their range.
+
+    A grid's edge is its smallest or largest value, when it has at least three (with two, the best is
+    always at one). An Optuna dimension's is its bounds, give or take `EDGE_FRACTION` of its width. The next
+    range is centred on the best value, with the same width (a decade each way on a log scale), and kept
+    at or above 0 or 1 when the range was.
+    """
+    best = jobs[0] if jobs else None
+    if best is None or best.score(metric) is None:
+        return []
+    found = []
+    for key, text in best.overrides.items():
+        if key == "seed" or not is_number(text):
+            continue
+        value = float(text)
+        if key in best.ranges:
+            r, searched = best.ranges[key], True
+            position = _position(value, r)
+            side = "bottom" if position <= EDGE_FRACTION else "top" if position >= 1 - EDGE_FRACTION else ""
+        else:
+            values = sorted({float(j.overrides[key]) for j in jobs if is_number(j.overrides.get(key, ""))})
+            if len(values) < 3:
+                continue
+            integer = all(re.fullmatch(r"-?\d+", text) for text in _grid(jobs, key))
+            log_scale = values[0] > 0 and (is_log_scale(key) or values[-1] / values[0] >= 100)
+            r, searched = Range(values[0], values[-1], log_scale, integer), False
+            side = "bottom" if value == values[0] else "top" if value == values[-1] else ""
+        if not side or (side == "bottom" and value <= 0 and r.low >= 0):
+            continue
+        next_values = _next_values(value, r, searched, len(_grid(jobs, key)))
+        found.append(Edge(key, value, side, r, searched, next_values))
+    return found
+
+
+def is_log_scale(key: str) -> bool:
+    """A rate or a decay (`optimizer.lr`): drawn on a log axis, and extended by decades."""
+    return key.rsplit(".", 1)[-1] in LOG_KEYS
+
+
+def _grid(jobs: list[Job], key: str) -> set[str]:
+    return {j.overrides[key] for j in jobs if key in j.overrides}
+
+
+def _position(value: float, r: Range) -> float:
+    """Where `value` lies in the range, 0 at the low end, 1 at the high end (in log space for a log range)."""
+    if r.high == r.low:
+        return 0.5
+    if r.log:
+        return (math.log(value) - math.log(r.low)) / (math.log(r.high) - math.log(r.low))
+    return (value - r.low) / (r.high - r.low)
+
+
+def _next_values(best: float, r: Range, searched: bool, points: int) -> tuple[float, ...]:
+    if r.log:
+        low, high = best / 10, best * 10
+    else:
+        half = (r.high - r.low) / 2
+        low, high = best - half, best + half
+        floor = 1 if r.integer and r.low >= 1 else 0
+        if r.low >= floor:
+            low = max(low, floor)
+    if searched:
+        return low, high
+    if r.log:
+        return tuple(float(f"{v:.3g}") for v in np.geomspace(low, high, max(points, 3)))
+    return tuple(float(f"{v:.3g}") for v in np.linspace(low, high, max(points, 3)))
+
+
+def _number(value: float, integer: bool) -> str:
+    return str(round(value)) if integer else f"{value:.3g}"
+
+
+def is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _short(value: str) -> str:
@@ -214,3 +541,53 @@ def _format(name: str, value: Any) -> str:
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
     """Job 10 after job 9."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> None:
+    """Write a sweep's summary and plots now, as its end would: a study's as far as it has got."""
+    from mnist_logreg.sweep_plots import SweepPlots
+
+    default_metric, default_mode = "val/acc", "max"
+    if (sweep_dir / STUDY_FILE).exists():
+        import optuna
+
+        named = OmegaConf.load(sweep_dir / STUDY_FILE)
+        study = optuna.load_study(study_name=str(named.study_name), storage=open_storage(str(named.storage)))
+        default_metric = study.user_attrs.get("metric", default_metric)
+        default_mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+    elif (sweep_dir / "multirun.yaml").exists():
+        default_metric = OmegaConf.load(sweep_dir / "multirun.yaml").get("optimized_metric", default_metric)
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
+    metric, mode = metric or default_metric, mode or default_mode
+    SweepPlots(metric, mode).on_multirun_end(config)
+    SweepSummary(metric, mode, allow_failed_jobs=True).on_multirun_end(config)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m mnist_logreg.sweep`: report a sweep, or a study, without running anything."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_logreg.sweep",
+        description="Write the summary (summary.md, summary.csv) and plots of a sweep, or of an Optuna study "
+        "as far as it has got, without running a trial.",
+    )
+    parser.add_argument("sweep_dir", type=Path, help="the sweep dir; with --storage, where to write")
+    parser.add_argument(
+        "--storage", help="a study's storage: sqlite:///search.db, postgresql://..., x.journal"
+    )
+    parser.add_argument("--study-name", help="the study's name in --storage")
+    parser.add_argument("--metric", help="what the values are (default: the study's or sweep's)")
+    parser.add_argument("--mode", choices=("max", "min"), help="whether higher or lower is better")
+    args = parser.parse_args(argv)
+    if args.storage:
+        if not args.study_name:
+            parser.error("--storage needs --study-name")
+        study = {"storage": absolute(args.storage), "study_name": args.study_name}
+        write_text(args.sweep_dir / STUDY_FILE, OmegaConf.to_yaml(study))
+    elif not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir} is not a directory: give a sweep dir, or --storage and --study-name")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report(args.sweep_dir, args.metric, args.mode)
+
+
+if __name__ == "__main__":
+    main()

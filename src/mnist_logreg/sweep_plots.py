@@ -3,9 +3,11 @@
 A Hydra callback beside `SweepSummary` (conf/hydra/default.yaml), reading the same job directories. Each plot
 is a PNG in `<sweep dir>/plots/` and an image in TensorBoard (`tensorboard --logdir <sweep dir>`, run
 `plots`). A learning rate or weight decay is drawn on a log axis; a job that failed (no score) is an `x` on
-the bottom edge at its parameter's value. An Optuna search (`hparams_search=optuna`) also gets Optuna's own
-optimisation history and parameter importances, drawn by Optuna's matplotlib backend (`optuna_plots`, which
-the sweeper calls: only it has the study).
+the bottom edge at its parameter's value; a trial that Optuna pruned, a hollow triangle at its last value.
+A sweep over seeds adds each configuration's mean and standard deviation (an error bar), and a best value at
+an edge of the range swept is marked by a dashed line (`mnist_logreg.sweep.edges`). An Optuna search
+(`hparams_search=optuna`) also gets Optuna's own optimisation history and parameter importances, drawn by
+Optuna's matplotlib backend (`optuna_plots`, which the sweeper calls: it has the study open).
 
 The sweep's own plots are drawn on figures made without pyplot, so nothing is left in its global state;
 Optuna's are made with pyplot, and closed once saved.
@@ -24,7 +26,18 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_logreg.records import replaced_atomically
-from mnist_logreg.sweep import Job, common_overrides, override_columns, read_jobs
+from mnist_logreg.sweep import (
+    Edge,
+    Job,
+    common_overrides,
+    edges,
+    is_log_scale,
+    is_number,
+    override_columns,
+    read_jobs,
+    seed_groups,
+    sort_best_first,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLOTS_DIR = "plots"
-LOG_SCALE = ("lr", "max_lr", "weight_decay")  # the last part of a key (`optimizer.lr`) drawn on a log axis
 SIZE = (6.4, 4.0)  # inches: 640 x 400 pixels at DPI
 DPI = 100
 
@@ -40,8 +52,9 @@ DPI = 100
 class SweepPlots(Callback):
     """Write `plots/<metric>_vs_<parameter>.png` for each parameter that differs between the jobs."""
 
-    def __init__(self, metric: str = "val/acc") -> None:
+    def __init__(self, metric: str = "val/acc", mode: str = "max") -> None:
         self.metric = metric
+        self.mode = mode
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if int(os.environ.get("RANK", "0")) > 0:  # torchrun's other DDP ranks ran the same sweep
@@ -53,33 +66,59 @@ class SweepPlots(Callback):
         if len(jobs) < 2 or not swept:
             return
         name = self.metric.replace("/", "_")
-        figures = {f"{name}_vs_{key}": metric_figure(jobs, key, self.metric) for key in swept}
+        at_edge = {
+            edge.key: edge for edge in edges(sort_best_first(jobs, self.metric, self.mode), self.metric)
+        }
+        figures = {
+            f"{name}_vs_{key}": metric_figure(jobs, key, self.metric, self.mode, at_edge.get(key))
+            for key in swept
+        }
         save_plots(sweep_dir, figures)
         log.info("Sweep plots: %s", sweep_dir / PLOTS_DIR)
 
 
-def metric_figure(jobs: list[Job], key: str, metric: str) -> Figure:
+def metric_figure(
+    jobs: list[Job], key: str, metric: str, mode: str = "max", edge: Edge | None = None
+) -> Figure:
     """`metric` against the value of `key`, a point per completed job and an `x` per failed one.
 
-    Numbers are placed on a numeric axis (log for `LOG_SCALE` keys; symlog if one of the values is 0), other
-    values (`optimizer=sgd,adam`) as categories in the order the jobs ran.
+    Numbers are placed on a numeric axis (log for rates and decays; symlog if one of the values is 0), other
+    values (`optimizer=sgd,adam`) as categories in the order the jobs ran. Trials still running are left out.
     """
     from matplotlib.figure import Figure
 
-    jobs = [job for job in jobs if key in job.overrides]
-    numeric = all(_is_number(job.overrides[key]) for job in jobs)
+    jobs = [job for job in jobs if key in job.overrides and job.status not in ("running", "waiting")]
+    numeric = all(is_number(job.overrides[key]) for job in jobs)
 
     def values(some: list[Job]) -> list[Any]:
         return [float(job.overrides[key]) if numeric else job.overrides[key] for job in some]
 
     completed = [job for job in jobs if job.score(metric) is not None]
-    failed = [job for job in jobs if job.score(metric) is None]
+    pruned = [
+        job for job in jobs if job.status == "pruned" and isinstance(job.metrics.get(metric), (int, float))
+    ]
+    failed = [job for job in jobs if job.score(metric) is None and job not in pruned]
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if not numeric:  # the categories' order: the jobs', failed ones included
         ax.xaxis.update_units(np.array(values(jobs), dtype=object))
     scores = [job.score(metric) for job in completed]
     ax.scatter(values(completed), scores, label=f"completed ({len(completed)})")
+    if pruned:
+        ax.scatter(
+            values(pruned),
+            [job.metrics[metric] for job in pruned],
+            marker="v",
+            facecolors="none",
+            edgecolors="tab:gray",
+            label=f"pruned, last value ({len(pruned)})",
+        )
+    groups = [g for g in seed_groups(jobs, metric, mode) if len(g.scores.get(metric, [])) > 1]
+    if key != "seed" and groups:
+        xs = [float(g.overrides[key]) if numeric else g.overrides[key] for g in groups if key in g.overrides]
+        means = [g.mean(metric) for g in groups if key in g.overrides]
+        stds = [float(np.std(g.scores[metric], ddof=1)) for g in groups if key in g.overrides]
+        ax.errorbar(xs, means, yerr=stds, fmt="_", color="black", capsize=4, label="mean ± std over seeds")
     if failed:
         # x in data coordinates, y in the axes' (0: the bottom edge): a failed job has no score to place.
         # A line's markers, unlike a scatter's, widen the x limits to take them in.
@@ -92,7 +131,10 @@ def metric_figure(jobs: list[Job], key: str, metric: str) -> Figure:
             clip_on=False,
             label=f"failed ({len(failed)})",
         )
-    if numeric and key.rsplit(".", 1)[-1] in LOG_SCALE:
+    if edge is not None and numeric:
+        ax.axvline(edge.best, color="tab:orange", linestyle="--", label=f"best at the {edge.side} edge")
+        ax.set_title(f"try {edge.suggestion()}", fontsize="small", loc="right", color="tab:orange")
+    if numeric and is_log_scale(key):
         positive = [v for v in values(jobs) if v > 0]
         if len(positive) == len(jobs):
             ax.set_xscale("log")
@@ -100,7 +142,7 @@ def metric_figure(jobs: list[Job], key: str, metric: str) -> Figure:
             ax.set_xscale("symlog", linthresh=min(positive))
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {key}, {len(jobs)} jobs")
+    ax.set_title(f"{metric} against {key}, {len(jobs)} jobs", loc="left" if edge else "center")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return fig
@@ -135,25 +177,16 @@ def optuna_plots(study: Any, sweep_dir: Path) -> None:
 
 def save_plots(sweep_dir: Path, figures: dict[str, Figure]) -> None:
     """Each figure as `plots/<name>.png` and as an image in TensorBoard (the event file in `plots/`)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
+
+    from mnist_logreg.callbacks.figures import render
 
     directory = sweep_dir / PLOTS_DIR
     directory.mkdir(parents=True, exist_ok=True)
     with SummaryWriter(str(directory)) as writer:
         for name, fig in figures.items():
-            canvas = FigureCanvasAgg(fig)
-            canvas.draw()
-            pixels = np.asarray(canvas.buffer_rgba())[..., :3]
+            pixels = render(fig)
             with replaced_atomically(directory / f"{name}.png") as tmp:
                 Image.fromarray(pixels).save(tmp, format="PNG")
             writer.add_image(f"sweep/{name}", pixels, dataformats="HWC")
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True

@@ -9,17 +9,30 @@ keeps its search-space syntax (Hydra's override grammar) and drives a current Op
     trainer.max_epochs: range(1, 10)               an integer, 1 to 9
     data.batch_size: choice(100, 250, 500)         one of these
 
-Trials run through the configured launcher, `n_jobs` at a time (`hydra/launcher=joblib` runs them in
-parallel). A trial that fails or returns no finite value is told to Optuna as failed and the search goes
-on. The best parameters are printed and written to `best_params.yaml` in the sweep dir, and Optuna's own
-plots of the search to `plots/`.
+Trials run through the configured launcher, `n_jobs` at a time. The study is kept in a storage (by default
+`study.journal` in the sweep dir), so the same command started K times with one `storage` and `study_name`
+is K workers of one search: `n_trials` is the study's total, each worker's sampler is seeded apart, and a
+trial whose worker was killed is failed by the others once `grace_period_s` passes without its heartbeat,
+and its parameters tried again. A trial that fails or returns no finite value is told to Optuna as failed
+and the search goes on. Each job is told its trial (the `trial` config node) and, with a `pruner`, reports
+each validation to it (`mnist_logreg.callbacks.optuna_pruning`). The best parameters are printed and written
+to `best_params.yaml` in the sweep dir, and Optuna's own plots of the search to `plots/`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import re
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +45,33 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import one_line
+from mnist_logreg.records import write_text
+from mnist_logreg.study import (
+    HEARTBEAT,
+    JOB_DIR,
+    RETRY_OF,
+    STUDY_FILE,
+    absolute,
+    make_pruner,
+    open_storage,
+)
 
 log = logging.getLogger(__name__)
 
 _ABSENT = object()
+DEFAULT_STORAGE = "study.journal"  # in the sweep dir, when no storage is named
+PRUNING_CALLBACK = "mnist_logreg.callbacks.optuna_pruning.OptunaPruning"
+SIGTERM_EXIT = 128 + signal.SIGTERM
 
 
 class OptunaSweeper(Sweeper):
-    """Run `n_trials` trials, asking Optuna for each one's parameters and telling it the task's return value.
+    """Run trials until the study has `n_trials` finished ones, asking Optuna for each one's parameters and
+    telling it the task's return value.
 
     `params` maps an override key to a search-space expression; search-space overrides on the command line
     are added to it (and win), plain overrides are passed to every trial. `storage` (an Optuna URL such as
-    `sqlite:///search.db`) with `study_name` keeps a study across invocations.
+    `sqlite:///search.db`, or a path ending in `.journal`) with `study_name` keeps a study across
+    invocations and shares it between workers.
     """
 
     def __init__(
@@ -54,6 +82,8 @@ class OptunaSweeper(Sweeper):
         sampler: Any = None,
         storage: str | None = None,
         study_name: str | None = None,
+        pruner: str | None = None,
+        grace_period_s: float = 300.0,
         params: dict[str, str] | None = None,
     ) -> None:
         self.n_trials = n_trials
@@ -63,7 +93,11 @@ class OptunaSweeper(Sweeper):
         self.sampler = sampler
         self.storage = storage
         self.study_name = study_name
+        make_pruner(pruner)  # an unknown name is refused before anything runs
+        self.pruner = pruner
+        self.grace_period_s = float(grace_period_s)
         self.params = dict(params or {})
+        self._running: dict[int, Any] = {}  # trial number -> Optuna trial, for the heartbeat and a stop
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -80,26 +114,79 @@ class OptunaSweeper(Sweeper):
         optuna.logging.disable_default_handler()  # Optuna's lines go to the sweep's log, formatted alike
         optuna.logging.enable_propagation()
         space, fixed = self._search_space(arguments)
-        study = optuna.create_study(
-            direction=self.direction,
-            sampler=self.sampler,
-            storage=self.storage,
-            study_name=self.study_name,
-            load_if_exists=True,
-        )
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        log.info("Optuna search: %d trials, %s %s", self.n_trials, self.direction, self._metric)
+        study = self._open_study(sweep_dir)
+        log.info(
+            "Optuna search: study %s (%s), %d trials in all, %d at a time, %s %s%s",
+            study.study_name,
+            self.storage_url,
+            self.n_trials,
+            self.n_jobs,
+            self.direction,
+            self._metric,
+            f", {self.pruner} pruning" if self.pruner else "",
+        )
+        with heartbeat(study, self._running, self.grace_period_s), stopped_by_signals():
+            try:
+                self._run_trials(study, space, fixed, sweep_dir)
+            except BaseException as stop:  # a signal, Ctrl-C, or a crash: the trials running here are lost
+                self._give_up_running(study, stop)
+                raise
+        self._report_best(study, fixed, sweep_dir)
+        optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
 
-        jobs: dict[int, int] = {}  # trial number -> job number (its directory)
-        asked = launched = 0
-        while asked < self.n_trials:
+    def _open_study(self, sweep_dir: Path) -> Any:
+        """The study in the configured storage (the first worker creates it), or in the sweep dir."""
+        import optuna
+
+        if self.storage and not self.study_name:
+            raise ValueError(
+                f"hydra.sweeper.storage={self.storage} needs a study name that every worker of the search "
+                "uses: add hydra.sweeper.study_name=<name>"
+            )
+        self.storage_url = absolute(self.storage or str(sweep_dir / DEFAULT_STORAGE))
+        study = optuna.create_study(
+            direction=self.direction,
+            sampler=self.sampler,
+            pruner=make_pruner(self.pruner),
+            storage=open_storage(self.storage_url),
+            study_name=self.study_name or sweep_dir.name,
+            load_if_exists=True,
+        )
+        if self.storage or study.trials:
+            # Workers of one study must not draw the same trials from one seed, nor a later invocation the
+            # first one's: each worker's sampler starts from a random state.
+            study.sampler.reseed_rng()
+        study.set_user_attr("metric", self._metric)  # what the study's values are, for its report
+        write_text(
+            sweep_dir / STUDY_FILE,
+            OmegaConf.to_yaml({"storage": self.storage_url, "study_name": study.study_name}),
+        )
+        return study
+
+    def _run_trials(self, study: Any, space: dict[str, Any], fixed: list[str], sweep_dir: Path) -> None:
+        """Launch batches of up to `n_jobs` trials until the study has `n_trials` finished ones; meanwhile
+        fail the trials of workers that stopped showing signs of life."""
+        import optuna
+
+        launched = 0  # this worker's job numbers
+        while True:
+            fail_lost_trials(study, self._running, self.grace_period_s)
+            finished, running = count_trials(study)
+            if finished >= self.n_trials:
+                return
+            room = min(self.n_jobs, self.n_trials - finished - running)
+            if room <= 0:  # other workers' trials are still running: wait for them to end, or to be lost
+                time.sleep(min(5.0, self.grace_period_s / 4))
+                continue
             trials, batch = [], []
-            for _ in range(min(self.n_jobs, self.n_trials - asked)):
+            for _ in range(room):
                 trial = study.ask(space)
-                asked += 1
+                trial.set_user_attr(HEARTBEAT, time.time())
                 overrides = fixed + [f"{key}={value}" for key, value in trial.params.items()]
+                overrides += self._trial_overrides(study, trial.number)
                 try:
                     self.validate_batch_is_legal([overrides])
                 except Exception as error:  # e.g. momentum drawn for optimizer=adam, which has none
@@ -108,22 +195,70 @@ class OptunaSweeper(Sweeper):
                     )
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
+                trial.set_user_attr(JOB_DIR, str((sweep_dir / str(trial.number)).resolve()))
+                self._running[trial.number] = trial
                 trials.append(trial)
                 batch.append(overrides)
             if not batch:
                 continue
             returns = self.launcher.launch(batch, initial_job_idx=launched)
+            launched += len(batch)
             for trial, job_return in zip(trials, returns, strict=True):
-                jobs[trial.number] = launched
-                launched += 1
                 value = trial_value(job_return)
-                if value is None:
-                    log.warning("Trial %d (job %d) failed or gave no value", trial.number, jobs[trial.number])
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                # skip_if_finished: another worker may have taken this trial for lost meanwhile.
+                if value is not None:
+                    study.tell(trial, value, skip_if_finished=True)
+                elif recorded_status(Path(trial.user_attrs[JOB_DIR])) == "pruned":
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
                 else:
-                    study.tell(trial, value)
-        self._report_best(study, fixed, jobs, sweep_dir)
-        optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
+                    log.warning("Trial %d failed or gave no value", trial.number)
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                del self._running[trial.number]
+
+    def _trial_overrides(self, study: Any, number: int) -> list[str]:
+        """What a job is told of its trial: its study and number (`trial.*`, which its `metrics.json`
+        records), its own directory (the trial's number: unique in the study, whichever worker runs it), and
+        with a pruner, the callback that reports to the trial."""
+        trial = {
+            "study_name": quoted(study.study_name),
+            "storage": quoted(self.storage_url),
+            "number": number,
+        }
+        overrides = [f"+trial.{key}={value}" for key, value in trial.items()]
+        overrides.append(f"hydra.sweep.subdir={number}")
+        if self.pruner:
+            options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": quoted(self._metric)}
+            options["pruner"] = self.pruner
+            overrides.append(
+                "+callbacks.optuna_pruning={" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
+            )
+        return overrides
+
+    def _give_up_running(self, study: Any, stop: BaseException) -> None:
+        """Tell the trials running here as failed, to be tried again, and say how to go on with the study."""
+        import optuna
+
+        for number, trial in list(self._running.items()):
+            try:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+                study.enqueue_trial(trial.params, user_attrs={RETRY_OF: number})
+            except Exception as error:  # the storage itself may be what failed
+                log.warning("Could not tell trial %d as failed: %s", number, one_line(error))
+        self._running.clear()
+        reasons = {SystemExit: "SIGTERM", KeyboardInterrupt: "Ctrl-C"}
+        reason = reasons.get(type(stop), f"{type(stop).__name__}: {one_line(stop)}")
+        log.error(
+            "%s: the search stopped, its running trials told as failed; to go on with the study: %s",
+            reason,
+            self._continue_command(),
+        )
+
+    def _continue_command(self) -> str:
+        """The command that started this worker; with the study in the sweep dir, that sweep dir too."""
+        words = ["python", *sys.argv]
+        if not self.storage and not any(word.startswith("hydra.sweep.dir=") for word in words):
+            words.append(f"hydra.sweep.dir={self.config.hydra.sweep.dir}")
+        return shlex.join(words)
 
     @property
     def _metric(self) -> str:
@@ -145,7 +280,7 @@ class OptunaSweeper(Sweeper):
         log.info("Not searching %s: the config has no such key", key)
         return False
 
-    def _report_best(self, study: Any, fixed: list[str], jobs: dict[int, int], sweep_dir: Path) -> None:
+    def _report_best(self, study: Any, fixed: list[str], sweep_dir: Path) -> None:
         import optuna
 
         completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -159,19 +294,118 @@ class OptunaSweeper(Sweeper):
             "direction": self.direction,
             "best_value": best.value,
             "best_params": best.params,
-            "job": jobs.get(best.number),  # None: a trial from an earlier invocation of a stored study
+            "study": study.study_name,
+            "trial": best.number,
+            "job_dir": best.user_attrs.get(JOB_DIR),
             "command": " ".join(["python train.py", *search_free(fixed), *overrides]),
             "trials": {"completed": len(completed), "total": len(study.trials)},
         }
         OmegaConf.save(OmegaConf.create(result), sweep_dir / "best_params.yaml")
         log.info(
-            "Best trial: %s %.4f with %s (%s)\n  %s",
+            "Best trial: %s %.4f with %s (trial %d, %s)\n  %s",
             self._metric,
             best.value,
             " ".join(overrides),
-            "an earlier invocation" if result["job"] is None else f"job {result['job']}",
+            best.number,
+            result["job_dir"],
             result["command"],
         )
+
+
+def count_trials(study: Any) -> tuple[int, int]:
+    """The study's finished trials (those of lost workers, retried, left out) and its running ones."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
+    finished = sum(t.state.is_finished() and t.number not in retried for t in trials)
+    return finished, sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def fail_lost_trials(study: Any, mine: dict[int, Any], grace_period_s: float) -> None:
+    """Fail the running trials of other workers whose heartbeat is older than `grace_period_s` (a worker
+    killed outright, or a lost node), and enqueue their parameters once, to be tried again."""
+    from optuna.trial import TrialState
+
+    now = time.time()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        seen = trial.user_attrs.get(HEARTBEAT, trial.datetime_start.timestamp())
+        if trial.number in mine or now - seen <= grace_period_s:
+            continue
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker (or this one's heartbeat thread) was first
+            continue
+        again = RETRY_OF not in trial.user_attrs  # a retry that is lost too is not tried a third time
+        if again:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
+        log.warning(
+            "Trial %d: no sign of life from its worker for %.0f s, told as failed%s",
+            trial.number,
+            now - seen,
+            "; its parameters are tried again" if again else "",
+        )
+
+
+@contextmanager
+def heartbeat(study: Any, running: dict[int, Any], grace_period_s: float) -> Iterator[None]:
+    """A thread that, every quarter of the grace period, stamps each trial running here with the time (the
+    sign of life other workers check) and fails other workers' lost trials, while this worker's own wait
+    for the launcher. Optuna's own heartbeat lives in `study.optimize`, for RDB storages only; this works
+    with ask-and-tell and every storage."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(grace_period_s / 4):
+            for trial in list(running.values()):
+                # Told meanwhile, or the storage briefly busy: the next beat tries again.
+                with suppress(Exception):
+                    trial.set_user_attr(HEARTBEAT, time.time())
+            try:
+                fail_lost_trials(study, running, grace_period_s)
+            except Exception as error:
+                log.warning("Could not check the study for lost trials: %s", one_line(error))
+
+    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """SIGTERM ends the search as Ctrl-C does, with an exception, so that its running trials are told
+    failed first (Python's default would end the process on the spot). A job training in this process
+    handles it first (`StopOnInterrupt`: a checkpoint, then the same exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise SystemExit(SIGTERM_EXIT)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def quoted(value: str) -> str:
+    """A string as a value of Hydra's override grammar: as it is when it reads as a word or a path, else
+    quoted (a URL may hold `=` or `?`; `2026-12-03_10-00-00` or `1` would not stay a string)."""
+    if re.fullmatch(r"[A-Za-z_/][\w./:-]*", value) and value.lower() not in (
+        "true",
+        "false",
+        "null",
+        "inf",
+        "nan",
+    ):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def distribution(override: Override) -> Any:
@@ -194,6 +428,14 @@ def distribution(override: Override) -> Any:
 def search_free(overrides: list[str]) -> list[str]:
     """The overrides without the choice of search (`hparams_search=...`): what a single run needs."""
     return [override for override in overrides if not override.startswith("hparams_search=")]
+
+
+def recorded_status(job_dir: Path) -> str | None:
+    """The status a job's `metrics.json` records (`pruned`: the job stopped when Optuna said so)."""
+    try:
+        return json.loads((job_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError):
+        return None
 
 
 def trial_value(job_return: JobReturn) -> float | None:
