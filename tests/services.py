@@ -46,7 +46,7 @@ def wait_for(ready: Callable[[], bool], what: str, log: Path, timeout: float = 3
     while not ready():
         if time.monotonic() > deadline:
             tail = log.read_text()[-2000:] if log.exists() else "(no log)"
-            raise RuntimeError(f"{what} did not start within {timeout:.0f} s; {log}:\n{tail}")
+            raise RuntimeError(f"no sign of {what} within {timeout:.0f} s; {log}:\n{tail}")
         time.sleep(0.1)
 
 
@@ -183,12 +183,26 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
             out = subprocess.run(["sinfo", "-h", "-o", "%t"], env=full_env, capture_output=True, text=True)
             return out.stdout.strip() == "idle"
 
-        wait_for(node_idle, "the SLURM node", root / "slurmctld.log")
+        wait_for(node_idle, "the SLURM node being up", root / "slurmctld.log")
         yield env
     finally:
-        if len(processes) == 3:  # jobs a failed test left behind would outlive the daemons
-            subprocess.run(["scancel", "--user=root", "--full"], env=full_env, capture_output=True)
-        stop_daemons(processes)
+        try:
+            if len(processes) == 3:  # all three started: end the jobs first, or their steps outlive slurmd
+                end_jobs(full_env, root / "slurmctld.log")
+        finally:
+            stop_daemons(processes)
+
+
+def end_jobs(env: dict[str, str], log: Path) -> None:
+    """Cancel the cluster's jobs and wait until they are gone. A sweep's launcher returns once its jobs have
+    written their results, while SLURM may still be ending them; a job a failed test left may still run."""
+    subprocess.run(["scancel", "--user=root"], env=env, capture_output=True)
+
+    def no_jobs() -> bool:
+        squeue = subprocess.run(["squeue", "--noheader"], env=env, capture_output=True, text=True)
+        return squeue.returncode == 0 and not squeue.stdout.strip()
+
+    wait_for(no_jobs, "the end of the cluster's jobs", log)
 
 
 def stop_daemons(pid_files: list[Path], timeout: float = 10) -> None:
