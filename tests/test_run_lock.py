@@ -33,11 +33,15 @@ def test_a_second_run_on_a_live_run_directory_is_refused_and_a_killed_run_resume
     command = ["trainer.accelerator=cpu", "trainer.max_epochs=2", "+trainer.limit_train_batches=100"]
     command += ["ckpt_path=auto", "callbacks.progress_bar.refresh_rate=0", f"hydra.run.dir={run_dir}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    first = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env)
+    with open(tmp_path / "first.out", "w") as out:
+        first = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *command], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
     try:
         deadline = time.monotonic() + 120
         while not (run_dir / "checkpoints" / "last.ckpt").exists():  # the end of epoch 0
-            assert time.monotonic() < deadline and first.poll() is None, "the first run never saved"
+            alive = time.monotonic() < deadline and first.poll() is None
+            assert alive, f"the first run never saved: {(tmp_path / 'first.out').read_text()[-3000:]}"
             time.sleep(0.01)
         first.send_signal(signal.SIGSTOP)  # alive, holding the directory, using no CPU
 
