@@ -133,6 +133,7 @@ SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1,bf_interval=1
 ReturnToService=2
+SlurmdParameters=config_overrides
 MpiDefault=none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
@@ -164,12 +165,14 @@ def slurm_cluster(root: Path) -> Iterator[dict[str, str]]:
         munge_files += [f"--log-file={root}/munged.log", f"--seed-file={root}/munged.seed"]
         run(as_user("munge", [munged, *munge_files]))
         processes.append(root / "munged.pid")
-        # Half the machine's memory is what the node offers its jobs.
+        # The machine's CPUs, at least two, so that two one-CPU jobs run together (config_overrides lets the
+        # node offer what slurm.conf says); half its memory.
+        cpus = max(2, os.cpu_count() or 1)
         memory_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20 // 2
         conf = root / "slurm.conf"
         conf.write_text(
             SLURM_CONF.format(
-                root=root, ctld_port=free_port(), d_port=free_port(), cpus=os.cpu_count(), memory_mb=memory_mb
+                root=root, ctld_port=free_port(), d_port=free_port(), cpus=cpus, memory_mb=memory_mb
             )
         )
         env = {"SLURM_CONF": str(conf)}
