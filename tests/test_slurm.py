@@ -111,6 +111,9 @@ def test_a_job_past_its_time_limit_warning_is_requeued_and_resumes_exactly(
     assert log.count(f"[submitit][INFO] - Requeued job {array_id}_0 (2 remaining timeouts)") == 1
     assert f"This submitit job was stopped before: continuing from {saved[0]}" in log
     assert "Requeued" not in (tmp_path / "1" / "train.log").read_text()
+    show = ["scontrol", "show", "job", f"{array_id}_0"]  # SLURM's own record: the job ran a second time
+    record = subprocess.run(show, env={**os.environ, **slurm_cluster}, capture_output=True, text=True).stdout
+    assert "Restarts=1 " in record, record
 
     times = ("fit_time_s", "test_time_s", "ckpt_path")
     numbers = [
