@@ -204,3 +204,26 @@ def test_on_slurm_trials_run_up_to_the_array_parallelism_at_once() -> None:
     assert run.stdout.strip() == "64", run.stderr[
         -2000:
     ]  # conf/hydra/launcher/slurm.yaml's array_parallelism
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"pruner": "mediam"},
+            "hydra.sweeper.pruner=mediam is not a pruner: use median or hyperband, or null",
+        ),
+        (
+            {"storage": "x.db", "study_name": "a"},
+            "use sqlite:///x.db (one machine), postgresql://host/db, or",
+        ),
+        ({"storage": "sqlite:///x.db"}, "add hydra.sweeper.study_name=<name>"),
+    ],
+)
+def test_a_bad_search_option_is_one_line_and_nothing_runs(options, message, tmp_path: Path, caplog) -> None:
+    sweeper = OptunaSweeper(**options)
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "sweep")}}})
+    with pytest.raises(SystemExit) as exit:
+        sweeper.sweep([])
+    assert exit.value.code == 2 and len(caplog.messages) == 1 and message in caplog.messages[0]
+    assert not (tmp_path / "sweep").exists()

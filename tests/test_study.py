@@ -152,6 +152,18 @@ def test_a_worker_killed_in_a_trial_loses_only_that_trial(tmp_path: Path) -> Non
     assert len(trials) == 4 and "RUNNING" not in {t.state.name for t in trials}  # 3 besides the lost one
     rows = {row["trial"]: row for row in summary_rows(tmp_path / "second")}
     assert rows["0"]["status"] == "failed" and f"tried again as trial {retry.number}" in rows["0"]["error"]
+    assert rows["0"]["directory"] == str(tmp_path / "first" / "0")  # the first worker's sweep dir
+
+    # The study reported any time, without running a trial, into a directory of its own.
+    report = [sys.executable, "-m", "mnist_logreg.sweep", "--storage", storage, "--study-name", "killed"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    run = subprocess.run([*report, str(tmp_path / "report")], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    columns = ("trial", "status", "val/acc", "error")  # the directories are shown relative to the report's
+    assert [[r[c] for c in columns] for r in summary_rows(tmp_path / "report")] == [
+        [r[c] for c in columns] for r in summary_rows(tmp_path / "second")
+    ]
+    assert "| 0 |" in (tmp_path / "report" / "summary.md").read_text()
 
 
 @pytest.mark.slow

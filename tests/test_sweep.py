@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from mnist_logreg.errors import UserError, report_user_errors
+from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, open_storage
 from mnist_logreg.sweep import NOT_FINISHED, Job, Range, SweepSummary, edges, read_jobs, sort_best_first
 from mnist_logreg.training import train
 
@@ -290,7 +291,7 @@ def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_p
 
     # An Optuna dimension: its bounds, give or take 5% of its width (on its log scale).
     searched = Job("3", {"optimizer.lr": "0.9", "optimizer.momentum": "0.01"}, "completed",
-                   metrics={"val/acc": 0.9}, directory="3",
+                   metrics={"val/acc": 0.9}, trial=True, directory="3",
                    ranges={"optimizer.lr": Range(1e-4, 1.0, True, False),
                            "optimizer.momentum": Range(0.0, 0.95, False, False)})  # fmt: skip
     (lr_edge, momentum_edge) = edges([searched], "val/acc")
@@ -299,3 +300,57 @@ def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_p
         momentum_edge.side == "bottom"
         and momentum_edge.suggestion() == "'optimizer.momentum=interval(0, 0.485)'"
     )
+
+
+def test_an_optuna_sweep_is_reported_from_its_study_every_worker_and_state(tmp_path: Path) -> None:
+    """The rows are the study's trials, wherever their jobs ran; states as the study has them."""
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    storage = str(tmp_path / "study.journal")
+    study = optuna.create_study(study_name="s", storage=open_storage(storage), direction="maximize")
+    study.set_user_attr("metric", "val/acc")
+    space = {"optimizer.lr": FloatDistribution(1e-4, 1.0, log=True)}
+    elsewhere = tmp_path / "other_worker"
+    outcomes = [  # (job directory, metrics.json, state)
+        (elsewhere / "0", completed(0.90, 0.91), "complete"),
+        (
+            tmp_path / "sweep" / "1",
+            {"status": "pruned", "error": "Pruned", "val/acc": 0.5, "epochs": 1},
+            "pruned",
+        ),
+        (tmp_path / "sweep" / "2", None, "lost"),
+        (None, None, "uncomposable"),
+        (tmp_path / "sweep" / "4", None, "running"),
+    ]
+    for directory, metrics, state in outcomes:
+        trial = study.ask(space)
+        if directory is not None:
+            trial.set_user_attr(JOB_DIR, str(directory))
+            make_job(
+                directory.parent, directory.name, [f"optimizer.lr={trial.params['optimizer.lr']}"], metrics
+            )
+        if state == "complete":
+            study.tell(trial, 0.90)
+        elif state == "pruned":
+            trial.report(0.5, step=0)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif state == "uncomposable":
+            trial.set_user_attr(ERROR, "cannot be composed: no momentum")
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        elif state == "lost":
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(study.trials[2].params, user_attrs={RETRY_OF: 2})
+    (tmp_path / "sweep" / "study.yaml").write_text(f"storage: {storage}\nstudy_name: s\n")
+
+    assert end_sweep(tmp_path / "sweep", allow_failed_jobs=True) == 0
+    rows = read_csv(tmp_path / "sweep" / "summary.csv")
+    statuses = ["completed", "pruned", "failed", "failed", "running", "waiting"]
+    assert [(r["trial"], r["status"]) for r in rows] == [(str(i), s) for i, s in enumerate(statuses)]
+    assert rows[0]["directory"] == str(elsewhere / "0") and rows[1]["directory"] == "1"
+    assert float(rows[0]["test/acc"]) == 0.91 and float(rows[1]["val/acc"]) == 0.5
+    assert rows[2]["error"] == "no metrics.json: its worker or job was killed; tried again as trial 5"
+    assert rows[3]["error"] == "cannot be composed: no momentum" and rows[3]["directory"] == ""
+    assert float(rows[0]["optimizer.lr"]) == study.trials[0].params["optimizer.lr"]
+    summary = (tmp_path / "sweep" / "summary.md").read_text()
+    assert "6 trials (1 completed, 1 pruned, 1 running, 1 waiting, 2 failed)" in summary

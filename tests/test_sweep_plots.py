@@ -116,4 +116,4 @@ def test_the_spread_over_seeds_and_a_best_at_the_edge_are_drawn(tmp_path: Path) 
     assert np.allclose(bars.lines[0].get_ydata().astype(float), [0.91, 0.83, 0.72])  # best mean first
     assert np.allclose(bars.lines[2][0].get_segments()[0][:, 1], [0.91 - 0.01414, 0.91 + 0.01414], atol=1e-4)
     (line,) = [line for line in ax.lines if line.get_label() == "best at the top edge"]
-    assert line.get_xdata()[0] == 0.1 and "optimizer.lr=0.01,0.1,1" in ax.get_title(loc="right")
+    assert line.get_xdata()[0] == 0.1 and "try optimizer.lr=0.01,0.1,1" in ax.get_title()

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 JOURNAL_SUFFIX = ".journal"
 STUDY_FILE = "study.yaml"  # in a sweep dir: the storage and name of its study, for the sweep report
 PRUNERS = ("median", "hyperband")
-# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran, and
-# which lost trial a retry repeats.
+# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran,
+# which lost trial a retry repeats, and why a trial that never ran failed.
+ERROR = "error"
 HEARTBEAT = "heartbeat"
 JOB_DIR = "job_dir"
 RETRY_OF = "retry_of"
@@ -45,12 +46,16 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     import optuna
 
     if storage.endswith(JOURNAL_SUFFIX) and "://" not in storage:
-        # The open lock (O_EXCL) works on NFS too; Optuna's default symlink lock does not on every one.
-        backend = optuna.storages.journal.JournalFileBackend(
-            storage, lock_obj=optuna.storages.journal.JournalFileOpenLock(storage)
-        )
-        return optuna.storages.JournalStorage(backend)
+        # Optuna's default lock (a symlink, atomic on NFS too), as every other tool that opens the file
+        # (optuna-dashboard, a user's script) takes it.
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
     from sqlalchemy.exc import SQLAlchemyError
+
+    if "://" not in storage:
+        raise ValueError(
+            f"storage={storage}: use an Optuna database URL (sqlite:///search.db, postgresql://host/db) or a "
+            f"file path ending in {JOURNAL_SUFFIX}"
+        )
 
     engine_kwargs: dict[str, Any] = {}
     if storage.startswith("sqlite"):

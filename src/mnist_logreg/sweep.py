@@ -37,7 +37,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.records import replaced_atomically, write_text
-from mnist_logreg.study import JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
+from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class Job:
     status: str  # "completed", "failed", "interrupted"; a trial's also "pruned", "running", "waiting"
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    trial: bool = False  # a trial of an Optuna study, named by its number
     directory: str = ""  # a trial's job directory (a study's trials may lie in several sweep dirs)
     ranges: dict[str, Range] = field(default_factory=dict)  # a trial's search space: the numeric ones
 
@@ -88,8 +89,7 @@ class Job:
         overrides = " ".join(f"{key}={value}" for key, value in self.overrides.items())
         names = dict.fromkeys([metric, "val/acc", "test/acc"])
         scores = ", ".join(f"{name} {self.metrics[name]:.4f}" for name in names if name in self.metrics)
-        kind = "trial" if self.directory else "job"
-        return f"{kind} {self.name} ({overrides}): {scores}"
+        return f"{'trial' if self.trial else 'job'} {self.name} ({overrides}): {scores}"
 
 
 @dataclass(frozen=True)
@@ -202,13 +202,13 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
     metric = study.user_attrs.get("metric")
     jobs = []
     for trial in trials:
-        directory = Path(trial.user_attrs.get(JOB_DIR, ""))
-        metrics = read_metrics(directory) if trial.user_attrs.get(JOB_DIR) else {}
+        job_dir = trial.user_attrs.get(JOB_DIR)  # none: the trial never ran (it could not be composed)
+        metrics = read_metrics(Path(job_dir)) if job_dir else {}
         status = STATES.get(trial.state.name, trial.state.name.lower())
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
         if status == "failed" and recorded is None:
-            error = LOST
+            error = trial.user_attrs.get(ERROR, LOST)
         if trial.number in retries:
             error = f"{error}; tried again as trial {retries[trial.number]}".lstrip("; ")
         if trial.value is not None and metric and metric not in metrics:
@@ -222,7 +222,8 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
                 status=status,
                 error=error,
                 metrics=metrics,
-                directory=_relative(directory, sweep_dir) if trial.user_attrs.get(JOB_DIR) else "",
+                trial=True,
+                directory=_relative(Path(job_dir), sweep_dir) if job_dir else "",
                 ranges={key: r for key, d in trial.distributions.items() if (r := _range(d)) is not None},
             )
         )
@@ -274,7 +275,7 @@ def override_columns(jobs: list[Job]) -> list[str]:
 
 def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> None:
     """`summary.csv` (every value, full precision) and `summary.md` (the same table, rounded, to read)."""
-    study = bool(jobs[0].directory) or (sweep_dir / STUDY_FILE).exists()
+    study = jobs[0].trial
     first = "trial" if study else "job"
     columns = [first, *override_columns(jobs), "status", *metric_columns(metric), "error"]
     columns += ["directory"] if study else []
@@ -334,7 +335,7 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     to 0.1 s) and the reason a job failed."""
     overrides = [key for key in override_columns(jobs) if key not in common]
     metrics = metric_columns(metric)
-    study = any(job.directory for job in jobs)
+    study = jobs[0].trial if jobs else False
     header = [
         "trial" if study else "job",
         *overrides,
@@ -545,7 +546,7 @@ def _natural_key(name: str) -> list[tuple[int, int | str]]:
 
 def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> None:
     """Write a sweep's summary and plots now, as its end would: a study's as far as it has got."""
-    from mnist_logreg.sweep_plots import SweepPlots
+    from mnist_logreg.sweep_plots import SweepPlots, optuna_plots
 
     default_metric, default_mode = "val/acc", "max"
     if (sweep_dir / STUDY_FILE).exists():
@@ -555,6 +556,7 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
         study = optuna.load_study(study_name=str(named.study_name), storage=open_storage(str(named.storage)))
         default_metric = study.user_attrs.get("metric", default_metric)
         default_mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
+        optuna_plots(study, sweep_dir)
     elif (sweep_dir / "multirun.yaml").exists():
         default_metric = OmegaConf.load(sweep_dir / "multirun.yaml").get("optimized_metric", default_metric)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})

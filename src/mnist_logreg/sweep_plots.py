@@ -131,9 +131,10 @@ def metric_figure(
             clip_on=False,
             label=f"failed ({len(failed)})",
         )
+    title = f"{metric} against {key}, {len(jobs)} jobs"
     if edge is not None and numeric:
         ax.axvline(edge.best, color="tab:orange", linestyle="--", label=f"best at the {edge.side} edge")
-        ax.set_title(f"try {edge.suggestion()}", fontsize="small", loc="right", color="tab:orange")
+        title += f"\nbest at the edge: try {edge.suggestion()}"
     if numeric and is_log_scale(key):
         positive = [v for v in values(jobs) if v > 0]
         if len(positive) == len(jobs):
@@ -142,7 +143,7 @@ def metric_figure(
             ax.set_xscale("symlog", linthresh=min(positive))
     ax.set_xlabel(key)
     ax.set_ylabel(metric)
-    ax.set_title(f"{metric} against {key}, {len(jobs)} jobs", loc="left" if edge else "center")
+    ax.set_title(title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     return fig
@@ -150,6 +151,7 @@ def metric_figure(
 
 def optuna_plots(study: Any, sweep_dir: Path) -> None:
     """Optuna's optimisation history and parameter importances of a search, beside the sweep's own plots."""
+    import matplotlib
     import optuna
     from matplotlib import pyplot as plt
     from optuna.visualization import matplotlib as optuna_matplotlib
@@ -162,17 +164,19 @@ def optuna_plots(study: Any, sweep_dir: Path) -> None:
     if len(completed) >= 2 and study.best_trial.params:
         plots["optuna_importances"] = optuna_matplotlib.plot_param_importances
     figures = {}
-    with warnings.catch_warnings():
+    # Optuna's plots set pyplot's style (ggplot) for the whole process: the sweep's own plots, drawn after
+    # these, keep matplotlib's defaults.
+    with warnings.catch_warnings(), matplotlib.rc_context():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        for name, plot in plots.items():
-            figures[name] = plot(study).figure
-            figures[name].set_size_inches(8, 5)
-            figures[name].set_layout_engine("constrained")  # room for the parameters' names
-    try:
-        save_plots(sweep_dir, figures)
-    finally:
-        for fig in figures.values():
-            plt.close(fig)
+        try:
+            for name, plot in plots.items():
+                figures[name] = plot(study).figure
+                figures[name].set_size_inches(8, 5)
+                figures[name].set_layout_engine("constrained")  # room for the parameters' names
+            save_plots(sweep_dir, figures)
+        finally:
+            for fig in figures.values():
+                plt.close(fig)
 
 
 def save_plots(sweep_dir: Path, figures: dict[str, Figure]) -> None:

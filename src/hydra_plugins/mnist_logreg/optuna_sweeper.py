@@ -44,11 +44,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_logreg.errors import one_line
+from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.records import write_text
 from mnist_logreg.study import (
+    ERROR,
     HEARTBEAT,
     JOB_DIR,
+    JOURNAL_SUFFIX,
+    PRUNERS,
     RETRY_OF,
     STUDY_FILE,
     absolute,
@@ -93,7 +96,6 @@ class OptunaSweeper(Sweeper):
         self.sampler = sampler
         self.storage = storage
         self.study_name = study_name
-        make_pruner(pruner)  # an unknown name is refused before anything runs
         self.pruner = pruner
         self.grace_period_s = float(grace_period_s)
         self.params = dict(params or {})
@@ -113,6 +115,11 @@ class OptunaSweeper(Sweeper):
 
         optuna.logging.disable_default_handler()  # Optuna's lines go to the sweep's log, formatted alike
         optuna.logging.enable_propagation()
+        try:
+            self._check_options()
+        except UserError as error:  # one line and status 2, as the entry points end on a bad value
+            log.error("%s", error)
+            sys.exit(2)
         space, fixed = self._search_space(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -137,15 +144,26 @@ class OptunaSweeper(Sweeper):
         self._report_best(study, fixed, sweep_dir)
         optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
 
+    def _check_options(self) -> None:
+        if self.pruner is not None and self.pruner not in PRUNERS:
+            raise UserError(
+                f"hydra.sweeper.pruner={self.pruner} is not a pruner: use {' or '.join(PRUNERS)}, or null"
+            )
+        if self.storage and "://" not in self.storage and not self.storage.endswith(JOURNAL_SUFFIX):
+            raise UserError(
+                f"hydra.sweeper.storage={self.storage} is neither a database URL nor a journal file: use "
+                f"sqlite:///{self.storage} (one machine), postgresql://host/db, or a path ending in .journal"
+            )
+        if self.storage and not self.study_name:
+            raise UserError(
+                f"hydra.sweeper.storage={self.storage} needs the name that every worker of the search uses: "
+                "add hydra.sweeper.study_name=<name>"
+            )
+
     def _open_study(self, sweep_dir: Path) -> Any:
         """The study in the configured storage (the first worker creates it), or in the sweep dir."""
         import optuna
 
-        if self.storage and not self.study_name:
-            raise ValueError(
-                f"hydra.sweeper.storage={self.storage} needs a study name that every worker of the search "
-                "uses: add hydra.sweeper.study_name=<name>"
-            )
         self.storage_url = absolute(self.storage or str(sweep_dir / DEFAULT_STORAGE))
         study = optuna.create_study(
             direction=self.direction,
@@ -193,6 +211,7 @@ class OptunaSweeper(Sweeper):
                     log.warning(
                         "Trial %d cannot be composed, told as failed: %s", trial.number, one_line(error)
                     )
+                    trial.set_user_attr(ERROR, f"cannot be composed: {one_line(error)}")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
                 trial.set_user_attr(JOB_DIR, str((sweep_dir / str(trial.number)).resolve()))
