@@ -5,12 +5,13 @@ trials against a journal file, SQLite and PostgreSQL.
                                          [--postgres postgresql+psycopg://user@host/db]
 
 Each worker runs the search loop of `hparams_search=optuna` against the shared study, one trial at a time:
-count the study's finished trials, ask for the next trial's four parameters (TPE, constant liar, seeded per
-worker), stamp its heartbeat, "train" for `--work-s` seconds (a sleep: a trial's work happens on its own
-node), tell the value. It stops once the study has `--trials` finished trials. Reported per storage and K:
-trials per second over the whole study, and the storage's share of a trial's time (time inside the storage
-object's methods / wall time of the trial's loop, summed over workers). Without `--postgres`, a throwaway
-PostgreSQL server (fsync on) is started as the tests start one (`tests/services.py`; Debian's `postgresql`).
+look for lost trials, count the study's finished trials, ask for the next trial's four parameters (TPE,
+constant liar, seeded per worker), stamp its heartbeat and job directory, "train" for `--work-s` seconds (a
+sleep: a trial's work happens on its own node), tell the value. It stops once the study has `--trials`
+finished trials. Reported per storage and K: trials per second over the whole study, and the storage's
+share of a trial's time (time inside the storage object's methods / wall time of the trial loop, summed over
+workers). Without `--postgres`, a throwaway PostgreSQL server (fsync on) is started as the tests start one
+(`tests/services.py`; Debian's `postgresql`).
 
 The workers share this machine's cores: their samplers compete for CPU here, as they would not on K nodes.
 """
@@ -29,9 +30,14 @@ from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from mnist_logreg.study import JOURNAL_SUFFIX, SQLITE_TIMEOUT_S  # noqa: E402
+
 SPACE = {
     "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
     "optimizer.momentum": optuna.distributions.FloatDistribution(0.0, 0.95),
@@ -68,10 +74,10 @@ def timed(storage_class: type[BaseStorage]) -> type[BaseStorage]:
 
 
 def open_storage(url: str) -> BaseStorage:
-    """As the sweeper opens it (`hydra.sweeper.storage`), timed."""
-    if url.endswith(".journal"):
-        return timed(JournalStorage)(JournalFileBackend(url, lock_obj=JournalFileOpenLock(url)))
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    """As the sweeper opens it (`mnist_logreg.study.open_storage`), timed."""
+    if url.endswith(JOURNAL_SUFFIX):
+        return timed(JournalStorage)(JournalFileBackend(url))
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}
     return timed(RDBStorage)(url, engine_kwargs=engine_kwargs)
 
 
@@ -82,9 +88,13 @@ def worker(url: str, name: str, index: int, n_trials: int, work_s: float, start:
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     start.wait()
     storage.seconds, trials, started = 0.0, 0, time.perf_counter()
-    while sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) < n_trials:
+    while True:
+        study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))  # lost trials of other workers?
+        if sum(t.state.is_finished() for t in study.get_trials(deepcopy=False)) >= n_trials:
+            break
         trial = study.ask(SPACE)
         trial.set_user_attr("heartbeat", time.time())
+        trial.set_user_attr("job_dir", f"/sweep/{trial.number}")
         time.sleep(work_s)
         study.tell(trial, trial.params["optimizer.lr"])
         trials += 1
