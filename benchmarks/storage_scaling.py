@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import multiprocessing
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -125,6 +127,20 @@ def run(url: str, k: int, n_trials: int, work_s: float) -> tuple[float, float, f
     return told / wall, storage_s / loop_s, storage_s / told, told
 
 
+def fsync_ms(directory: Path, rounds: int = 50) -> float:
+    """The median time to append a line to a file and sync it, in ms: what the journal file and SQLite wait
+    for on every write, and what moves their numbers most from one machine (or moment) to another."""
+    times = []
+    with open(directory / "fsync.probe", "ab") as f:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            f.write(b"x" * 200 + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -149,7 +165,8 @@ def main() -> None:
             postgres = services.create_database(base, "scaling")
         storages = {"journal file": str(tmp / "study.journal"), "SQLite": f"sqlite:///{tmp / 'study.db'}"}
         storages["PostgreSQL"] = postgres
-        print(f"{args.trials} trials per study, {args.work_s * 1000:.0f} ms of work each\n")
+        print(f"{args.trials} trials per study, {args.work_s * 1000:.0f} ms of work each")
+        print(f"appending a line to a file and syncing it: {fsync_ms(tmp):.2f} ms (median)\n")
         print("| storage | K | trials/s | storage share of a trial | storage ms per trial | trials told |")
         print("| --- | --- | --- | --- | --- | --- |")
         for label, url in storages.items():
