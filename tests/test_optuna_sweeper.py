@@ -34,6 +34,16 @@ def test_search_space_from_hydra_override_grammar() -> None:
     assert parse("optimizer=choice(sgd, adam)") == CategoricalDistribution(["sgd", "adam"])
 
 
+def job_dir_of(sweeper: OptunaSweeper):
+    """The job directory a composed config would give: the sweep dir and the subdir the sweeper set."""
+
+    def compose(overrides: list[str]) -> Path:
+        (subdir,) = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.subdir=")]
+        return Path(sweeper.config.hydra.sweep.dir) / subdir
+
+    return compose
+
+
 class FakeLauncher:
     """Returns what the wrapped task would: a score, None for a job that failed, or a raised exception."""
 
@@ -76,7 +86,7 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     )
     sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
     sweeper.launcher = launcher = FakeLauncher()
-    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    monkeypatch.setattr(sweeper, "_compose_job", job_dir_of(sweeper))
 
     sweeper.sweep(["hparams_search=optuna", "trainer.max_epochs=1"])
 
@@ -176,7 +186,7 @@ def test_a_stopped_worker_tells_its_running_trials_failed_and_says_how_to_go_on(
     )
     sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
     sweeper.launcher = StoppedLauncher()
-    monkeypatch.setattr(sweeper, "validate_batch_is_legal", lambda batch: None)
+    monkeypatch.setattr(sweeper, "_compose_job", job_dir_of(sweeper))
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "hparams_search=optuna"])
 
     with pytest.raises(SystemExit):

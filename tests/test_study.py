@@ -25,7 +25,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from mnist_logreg.study import RETRY_OF, open_storage
+from mnist_logreg.study import JOB_DIR, RETRY_OF, open_storage
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "PRUNED": "pruned"}
 # About a second a trial: one short epoch, one validation batch, no test.
@@ -76,6 +76,15 @@ def wait_in_turn(workers: list[subprocess.Popen], timeout_s: float = 240) -> lis
     return order
 
 
+def job_started(storage: str, study_name: str) -> bool:
+    """Whether the study's first trial is running, its job begun (Hydra has written its config)."""
+    try:
+        trial = load(storage, study_name).trials[0]
+    except (KeyError, IndexError):  # no study yet, or no trial
+        return False
+    return trial.state.name == "RUNNING" and (Path(trial.user_attrs.get(JOB_DIR, "-")) / ".hydra").is_dir()
+
+
 def load(storage: str, study_name: str) -> optuna.study.Study:
     return optuna.load_study(study_name=study_name, storage=open_storage(storage))
 
@@ -103,8 +112,12 @@ def check_shared_study(storage: str, tmp_path: Path, n_workers: int = 3, n_trial
     assert set(states) <= {"COMPLETE", "FAIL"} and "COMPLETE" in states  # none left running
     params = [tuple(sorted(t.params.items())) for t in trials]
     assert len(set(params)) == len(params)  # each worker's sampler is seeded apart
-    for trial in trials:  # a directory per trial, named by its number, wherever its worker put it
-        (job_dir,) = [d / str(trial.number) for d in set(sweep_dirs) if (d / str(trial.number)).is_dir()]
+    job_dirs = [Path(t.user_attrs[JOB_DIR]) for t in trials]
+    assert len(set(job_dirs)) == len(trials)  # two workers in one sweep dir, and no two jobs in one directory
+    for trial, job_dir in zip(trials, job_dirs, strict=True):  # named by the trial's number
+        assert job_dir.parent in {d.resolve() for d in sweep_dirs} and job_dir.name.startswith(
+            str(trial.number)
+        )
         assert f"+trial.number={trial.number}" in OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")
         metrics = json.loads((job_dir / "metrics.json").read_text())
         if trial.state.name == "COMPLETE":
@@ -136,9 +149,9 @@ def test_a_worker_killed_in_a_trial_loses_only_that_trial(tmp_path: Path) -> Non
     options = ("hydra.sweeper.n_trials=3", "hydra.sweeper.grace_period_s=2")
     (first,) = start_workers(storage, "killed", [tmp_path / "first"], *options)
     deadline = time.monotonic() + 60
-    while not (tmp_path / "first" / "0" / ".hydra").is_dir():  # the job of trial 0 has started
+    while not job_started(storage, "killed"):
         assert first.poll() is None and time.monotonic() < deadline
-        time.sleep(0.02)
+        time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert [t.state.name for t in load(storage, "killed").trials] == ["RUNNING"]
@@ -152,7 +165,8 @@ def test_a_worker_killed_in_a_trial_loses_only_that_trial(tmp_path: Path) -> Non
     assert len(trials) == 4 and "RUNNING" not in {t.state.name for t in trials}  # 3 besides the lost one
     rows = {row["trial"]: row for row in summary_rows(tmp_path / "second")}
     assert rows["0"]["status"] == "failed" and f"tried again as trial {retry.number}" in rows["0"]["error"]
-    assert rows["0"]["directory"] == str(tmp_path / "first" / "0")  # the first worker's sweep dir
+    assert rows["0"]["directory"] == trials[0].user_attrs[JOB_DIR]  # in the first worker's sweep dir
+    assert Path(rows["0"]["directory"]).parent == tmp_path / "first"
 
     # The study reported any time, without running a trial, into a directory of its own.
     report = [sys.executable, "-m", "mnist_logreg.sweep", "--storage", storage, "--study-name", "killed"]
@@ -182,7 +196,7 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and "COMPLETE" in {t.state.name for t in trials} and len(trials) == 6
     for trial in pruned:
-        metrics = json.loads((sweep / str(trial.number) / "metrics.json").read_text())
+        metrics = json.loads((Path(trial.user_attrs[JOB_DIR]) / "metrics.json").read_text())
         last_epoch = max(trial.intermediate_values)
         assert metrics["status"] == "pruned" and metrics["epochs"] == last_epoch + 1 < 3
         assert metrics["val/acc"] == trial.intermediate_values[last_epoch] == trial.value

@@ -106,9 +106,8 @@ def record_failure(error: Exception) -> None:
 
 def is_pruned(error: BaseException) -> bool:
     """Optuna's `TrialPruned`: a job that its search stopped early, not a failure."""
-    optuna = sys.modules.get(
-        "optuna"
-    )  # not imported: nothing can have raised one (nor is it worth importing)
+    # Optuna not imported: nothing can have raised one (and importing it here would cost every failure).
+    optuna = sys.modules.get("optuna")
     return optuna is not None and isinstance(error, optuna.TrialPruned)
 
 

@@ -65,6 +65,7 @@ _ABSENT = object()
 DEFAULT_STORAGE = "study.journal"  # in the sweep dir, when no storage is named
 PRUNING_CALLBACK = "mnist_logreg.callbacks.optuna_pruning.OptunaPruning"
 SIGTERM_EXIT = 128 + signal.SIGTERM
+JOB_NUM = "${hydra.job.num}"
 
 
 class OptunaSweeper(Sweeper):
@@ -206,7 +207,7 @@ class OptunaSweeper(Sweeper):
                 overrides = fixed + [f"{key}={value}" for key, value in trial.params.items()]
                 overrides += self._trial_overrides(study, trial.number)
                 try:
-                    self.validate_batch_is_legal([overrides])
+                    job_dir = self._compose_job(overrides)
                 except Exception as error:  # e.g. momentum drawn for optimizer=adam, which has none
                     log.warning(
                         "Trial %d cannot be composed, told as failed: %s", trial.number, one_line(error)
@@ -214,7 +215,7 @@ class OptunaSweeper(Sweeper):
                     trial.set_user_attr(ERROR, f"cannot be composed: {one_line(error)}")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
-                trial.set_user_attr(JOB_DIR, str((sweep_dir / str(trial.number)).resolve()))
+                trial.set_user_attr(JOB_DIR, str(job_dir.resolve()))
                 self._running[trial.number] = trial
                 trials.append(trial)
                 batch.append(overrides)
@@ -244,7 +245,13 @@ class OptunaSweeper(Sweeper):
             "number": number,
         }
         overrides = [f"+trial.{key}={value}" for key, value in trial.items()]
-        overrides.append(f"hydra.sweep.subdir={number}")
+        # The configured subdir, with the trial's number for the launcher's job number (which counts this
+        # worker's jobs only: workers in one sweep dir would collide).
+        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir", JOB_NUM)
+        subdir = str(subdir).replace(JOB_NUM, str(number))
+        if not re.fullmatch(r"[\w.-]+", subdir):  # interpolations (`${run_label:${...}}`) parse only quoted
+            subdir = quoted(subdir)
+        overrides.append(f"hydra.sweep.subdir={subdir}")
         if self.pruner:
             options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": quoted(self._metric)}
             options["pruner"] = self.pruner
@@ -252,6 +259,12 @@ class OptunaSweeper(Sweeper):
                 "+callbacks.optuna_pruning={" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
             )
         return overrides
+
+    def _compose_job(self, overrides: list[str]) -> Path:
+        """The job's directory, from its config composed as the launcher will compose it (which raises
+        here, before the launch, for overrides that cannot be composed)."""
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        return Path(str(config.hydra.sweep.dir)) / str(config.hydra.sweep.subdir)
 
     def _give_up_running(self, study: Any, stop: BaseException) -> None:
         """Tell the trials running here as failed, to be tried again, and say how to go on with the study."""
