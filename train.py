@@ -19,9 +19,11 @@ from mnist_logreg.overrides import check_overrides
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric a sweeper optimises (`optimized_metric`, validation accuracy by default)."""
+    from mnist_logreg.run_lock import run_directory_lock
     from mnist_logreg.training import train  # here, not at the top: `--help` needs no torch
 
-    return train(cfg).get(cfg.optimized_metric)
+    with run_directory_lock(cfg.paths.output_dir):  # one writer per run directory
+        return train(cfg).get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

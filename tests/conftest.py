@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from torchvision.datasets import MNIST
+
+import services
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -153,3 +157,36 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ]
     train(compose_config(overrides, output_dir))
     return output_dir
+
+
+# Real services, started once per session in a directory of their own under /tmp (the daemons run as other
+# users, who cannot enter pytest's private temporary directory). A machine without them fails these tests
+# with the command that installs them (services.ServiceMissing), never skips them.
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server for the session; its base SQLAlchemy URL, without a database."""
+    with (
+        tempfile.TemporaryDirectory(prefix="mnist-logreg-postgres-") as root,
+        services.postgres_server(Path(root)) as base_url,
+    ):
+        yield base_url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's PostgreSQL server: its SQLAlchemy URL
+    (`postgresql+psycopg://postgres@127.0.0.1:<port>/<name>`)."""
+    return services.create_database(postgres_server, f"test_{uuid.uuid4().hex[:12]}")
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[dict[str, str]]:
+    """A one-node SLURM cluster on localhost for the session. Returns the environment its commands need
+    (`SLURM_CONF`): pass `{**os.environ, **slurm_cluster}` to `sbatch`, `squeue` and `python train.py`."""
+    with (
+        tempfile.TemporaryDirectory(prefix="mnist-logreg-slurm-") as root,
+        services.slurm_cluster(Path(root)) as env,
+    ):
+        yield env

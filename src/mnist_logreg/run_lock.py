@@ -1,0 +1,55 @@
+"""One writer per run directory: a second process started on a directory that a live one is writing (a
+requeued job whose first instance still runs, two terminals with `ckpt_path=auto`) is refused.
+
+The lock is the kernel's (`flock` on `<run dir>/.lock`), so it ends with the process that holds it, however
+that process ends: a run killed with SIGKILL leaves the file behind, but not the lock, and its resume starts.
+The file holds the holder's pid, for the message. (`filelock.UnixFileLock` takes the same lock, but empties
+the file before it tries, so a refused process would erase the pid it is about to report.)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mnist_logreg.errors import UserError
+
+LOCK_FILE = ".lock"
+
+
+class RunDirectoryInUse(UserError):
+    """Another live process writes this run directory."""
+
+
+@contextmanager
+def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold `run_dir` for this process until the block ends (or the process does); raise
+    `RunDirectoryInUse`, naming the holder's pid, if another process holds it.
+
+    Under DDP, rank 0 holds it for the run: the other ranks (started by Lightning, `torchrun` or SLURM, in
+    the same directory) take nothing."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        yield
+        return
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            raise RunDirectoryInUse(
+                f"{run_dir} is in use by process {holder}: wait for it to end (or stop it), or give this run "
+                "a directory of its own (hydra.run.dir=...)"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays, so that no two processes lock different files
