@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, job_dir
 from mnist_logreg.study import open_storage
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
@@ -65,7 +65,8 @@ def test_an_optuna_search_keeps_several_trials_running_together(
     study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     for trial in study.trials:
-        metrics = json.loads((tmp_path / str(trial.number) / "metrics.json").read_text())
+        metrics = json.loads((job_dir(tmp_path, trial.number) / "metrics.json").read_text())
+        assert metrics["study"] == tmp_path.name and metrics["trial"] == trial.number
         assert metrics["val/acc"] == pytest.approx(trial.value) and metrics["steps"] == 20
 
 
@@ -89,13 +90,14 @@ def test_a_job_past_its_time_limit_warning_is_requeued_and_resumes_exactly(
         f"hydra.sweep.dir={tmp_path}",
         "seed=0,0",  # two identical jobs
     )
-    job = tmp_path / "0"
     most_running = 0
     deadline = time.monotonic() + 120
-    while not (job / "checkpoints" / "last.ckpt").exists():  # the end of epoch 0: two epochs to go
+    # Until the end of epoch 0 (two epochs to go) in job 0's directory, `0_<its overrides>`.
+    while not any(tmp_path.glob("0_*/checkpoints/last.ckpt")):
         assert time.monotonic() < deadline and launcher.poll() is None, "job 0 never saved a checkpoint"
         most_running = max(most_running, len(running_jobs(slurm_cluster)))
         time.sleep(0.05)
+    job = job_dir(tmp_path, 0)
     (array_id,) = [d.name for d in (tmp_path / ".submitit").iterdir() if d.name.isdigit()]
     subprocess.run(
         ["scancel", "--signal=USR2", f"{array_id}_0"], env={**os.environ, **slurm_cluster}, check=True
@@ -110,14 +112,18 @@ def test_a_job_past_its_time_limit_warning_is_requeued_and_resumes_exactly(
     assert "this job is timed-out" in log  # submitit's count: a time limit, not a preemption
     assert log.count(f"[submitit][INFO] - Requeued job {array_id}_0 (2 remaining timeouts)") == 1
     assert f"This submitit job was stopped before: continuing from {saved[0]}" in log
-    assert "Requeued" not in (tmp_path / "1" / "train.log").read_text()
+    assert "Requeued" not in (job_dir(tmp_path, 1) / "train.log").read_text()
     show = ["scontrol", "show", "job", f"{array_id}_0"]  # SLURM's own record: the job ran a second time
     record = subprocess.run(show, env={**os.environ, **slurm_cluster}, capture_output=True, text=True).stdout
     assert "Restarts=1 " in record, record
 
     times = ("fit_time_s", "test_time_s", "ckpt_path")
     numbers = [
-        {k: v for k, v in json.loads((tmp_path / j / "metrics.json").read_text()).items() if k not in times}
-        for j in ("0", "1")
+        {
+            k: v
+            for k, v in json.loads((job_dir(tmp_path, j) / "metrics.json").read_text()).items()
+            if k not in times
+        }
+        for j in (0, 1)
     ]
     assert numbers[0] == numbers[1] and numbers[0]["status"] == "completed" and numbers[0]["steps"] == 600
