@@ -78,8 +78,9 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
 
 def remove_unused_run_dir() -> None:
     """Remove the run directory if it holds only what Hydra writes before the task starts (`.hydra/` and the
-    log): otherwise a refused command leaves a directory that looks like a run. Its parents go too while they
-    are empty, up to the launch directory (`logs/export/` after a first export that was refused)."""
+    log) and train.py's lock file: otherwise a refused command leaves a directory that looks like a run. Its
+    parents go too while they are empty, up to the launch directory (`logs/export/` after a first export
+    that was refused)."""
     hydra = HydraConfig.get()
     run_dir = Path(hydra.runtime.output_dir)
     expected: set[Path] = set()
@@ -91,6 +92,9 @@ def remove_unused_run_dir() -> None:
     )
     if log_file:
         expected.add(Path(log_file))
+    from mnist_logreg.run_lock import LOCK_FILE  # here: run_lock raises this module's errors
+
+    expected.add(run_dir / LOCK_FILE)  # train.py's hold on the directory, released by now
     if not run_dir.is_dir() or not set(run_dir.rglob("*")) <= expected:
         return
     for path in sorted(expected, reverse=True):  # a directory's files before the directory
