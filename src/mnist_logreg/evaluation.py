@@ -25,7 +25,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_model(cfg.get("ckpt_path"))
     trainer = build_trainer(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
     trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
-    metrics = next(c for c in trainer.callbacks if isinstance(c, RunRecord)).metrics
+    metrics = RunRecord.of(trainer).metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))
     return metrics

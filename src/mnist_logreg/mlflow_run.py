@@ -190,7 +190,7 @@ class MLflowRun(Callback):
             return
         from mlflow.entities import Metric
 
-        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)  # none: find_lr
         metrics = record.metrics if record is not None else {}
         client, run_id = logger.experiment, logger.run_id
         logged = client.get_run(run_id).data.metrics

@@ -24,7 +24,9 @@ import lightning as L
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig
 
 from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
 from mnist_logreg.console import command_line
@@ -163,6 +165,18 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def resume_point(
+    cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule
+) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint this run starts from and its contents, checked against this run's config
+    (`check_resume`); `(None, None)` for a fresh start."""
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
+    if not ckpt_path:
+        return None, None
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    return ckpt_path, check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:

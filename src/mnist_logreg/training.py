@@ -7,7 +7,6 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
@@ -16,7 +15,7 @@ from mnist_logreg.config import check_config
 from mnist_logreg.console import config_tree, format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.errors import in_multirun
-from mnist_logreg.resume import check_resume, resolve_ckpt_path
+from mnist_logreg.resume import resume_point
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +30,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    resumed = (
-        check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.max_epochs) if ckpt_path else None
-    )
+    ckpt_path, resumed = resume_point(cfg, model, datamodule)  # checked before the trainer says anything
     trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
     refuse_relaunch_in_multirun(trainer)
     if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (console.ConfigTreeOnce)
         log.info("Config:\n%s", config_tree(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if cfg.test:
-        checkpoint = trainer.checkpoint_callback  # the best one; none with `callbacks.model_checkpoint=null`
-        best = checkpoint.best_model_path if checkpoint is not None else None
-        trainer.test(model, datamodule=datamodule, ckpt_path=best or None, verbose=False)
-    metrics = next(c for c in trainer.callbacks if isinstance(c, RunRecord)).metrics
+        trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
+    metrics = RunRecord.of(trainer).metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))
     return metrics
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    """The checkpoint with the best `val/acc`; None (the last weights) with callbacks.model_checkpoint=null."""
+    checkpoint = trainer.checkpoint_callback
+    return (checkpoint.best_model_path if checkpoint is not None else "") or None
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:

@@ -44,6 +44,11 @@ class RunRecord(Callback):
         self.identity = identity or {}
         self._started = 0.0
 
+    @staticmethod
+    def of(trainer: L.Trainer) -> RunRecord:
+        """The trainer's run record."""
+        return next(c for c in trainer.callbacks if isinstance(c, RunRecord))
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a run directory reused for a resume is unfinished until it ends again
             self.path.unlink(missing_ok=True)
