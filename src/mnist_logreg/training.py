@@ -45,7 +45,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def best_checkpoint(trainer: L.Trainer) -> str | None:
-    """The checkpoint with the best `val/acc`; None (the last weights) with callbacks.model_checkpoint=null."""
+    """The checkpoint with the best `val/acc`; None (the last weights) without a model checkpoint."""
     checkpoint = trainer.checkpoint_callback
     return (checkpoint.best_model_path if checkpoint is not None else "") or None
 
