@@ -126,6 +126,7 @@ def test_a_new_key_still_gets_hydras_advice() -> None:
         (["optimizer=adam", "optimizer.lr=0.01"], None),
         (["+trainer.max_epoch=3"], None),  # added on purpose: config.py's check names the option
         (["patience=3"], None),
+        (["data.deskew=true"], "use model.deskew=true"),  # moved: the model holds its input transform
     ],
 )
 def test_misspelling(overrides: list[str], suggested: str | None) -> None:

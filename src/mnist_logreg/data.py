@@ -278,7 +278,10 @@ class MNISTDataModule(L.LightningDataModule):
         return TensorBatches(images, labels, batch_size, order)
 
     def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", self.batch_size, shuffle=True)
+        # Lightning's `overfit_batches` trains on the same batches every epoch: it turns a DataLoader's
+        # shuffling off, and this loader's with it.
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
+        return self._batches("train", self.batch_size, shuffle=not overfitting)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", self.eval_batch_size)

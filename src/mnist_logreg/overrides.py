@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 RUN_FLAGS = ("-m", "--multirun")  # the only flags that leave the composed config as it is
+# Keys that moved: the deskew is the model's input transform now (a checkpoint is the whole classifier).
+MOVED = {"data.deskew": "model.deskew"}
 
 
 def check_overrides(config_dir: Path, config_name: str, args: list[str] | None = None) -> None:
@@ -57,6 +59,9 @@ def misspelling(config_dir: Path, config_name: str, overrides: list[str]) -> str
         wrong = next((o for o in parsed if f"{o.key_or_group}.".startswith(f"{missing}.")), None)
         if wrong is None or wrong.is_delete():
             return None
+        if missing in MOVED:
+            value = wrong.input_line.split("=", 1)[-1]
+            return f"{missing} is not a key of the config any more: use {MOVED[missing]}={value}"
         others = [line for input_line, line in single.items() if line and input_line != wrong.input_line]
         try:
             config = compose(config_name, others, return_hydra_config=True)

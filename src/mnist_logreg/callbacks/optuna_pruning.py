@@ -63,5 +63,7 @@ class OptunaPruning(Callback):
             prune = self._trial.should_prune()
         if not trainer.strategy.broadcast(prune):
             return
-        message = f"Pruned by Optuna after epoch {epoch}: {self.monitor} {value:.4f}"
+        message = (
+            f"Pruned by Optuna after epoch {epoch + 1}: {self.monitor} {value:.4f}"  # as epoch lines count
+        )
         raise TrialPruned(message, {self.monitor: value, "epochs": epoch + 1, "steps": trainer.global_step})
