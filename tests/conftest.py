@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -63,6 +64,12 @@ def job_dir(sweep_dir: Path, number: int) -> Path:
     """Job `number`'s directory in a sweep: `<number>_<its overrides>` (conf/hydra/default.yaml)."""
     (found,) = [p for p in sweep_dir.glob(f"{number}_*") if p.is_dir()]
     return found
+
+
+def results(run_dir: Path) -> dict:
+    """A run's metrics.json without what differs between two runs of the same numbers: times, paths."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in ("fit_time_s", "test_time_s", "ckpt_path")}
 
 
 def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, job_dir
+from conftest import ROOT, job_dir, results
 from mnist_logreg.study import open_storage
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
@@ -117,13 +117,5 @@ def test_a_job_past_its_time_limit_warning_is_requeued_and_resumes_exactly(
     record = subprocess.run(show, env={**os.environ, **slurm_cluster}, capture_output=True, text=True).stdout
     assert "Restarts=1 " in record, record
 
-    times = ("fit_time_s", "test_time_s", "ckpt_path")
-    numbers = [
-        {
-            k: v
-            for k, v in json.loads((job_dir(tmp_path, j) / "metrics.json").read_text()).items()
-            if k not in times
-        }
-        for j in (0, 1)
-    ]
+    numbers = [results(job_dir(tmp_path, j)) for j in (0, 1)]
     assert numbers[0] == numbers[1] and numbers[0]["status"] == "completed" and numbers[0]["steps"] == 600

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, job_dir
+from conftest import CONF_DIR, ROOT, job_dir, results
 
 
 @pytest.mark.slow
@@ -84,15 +84,7 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     assert log.count("[submitit][INFO] - Requeued job ") == 1  # submitit's own line, in the job's log
     assert "Requeued" not in (job_dir(tmp_path, 1) / "train.log").read_text()
 
-    times = ("fit_time_s", "test_time_s", "ckpt_path")
-    numbers = [
-        {
-            k: v
-            for k, v in json.loads((job_dir(tmp_path, j) / "metrics.json").read_text()).items()
-            if k not in times
-        }
-        for j in (0, 1)
-    ]
+    numbers = [results(job_dir(tmp_path, j)) for j in (0, 1)]
     assert numbers[0] == numbers[1] and numbers[0]["status"] == "completed" and numbers[0]["steps"] == 2200
     weights = [
         torch.load(job_dir(tmp_path, j) / "checkpoints" / "last.ckpt", weights_only=True) for j in (0, 1)
