@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
     RichProgressBar,
 )
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.progress import EpochLines
@@ -27,14 +27,15 @@ from mnist_logreg.config import build
 from mnist_logreg.console import quiet_in_multirun
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
-from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, is_mlflow, logger_options, mlflow_logger
+from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.naming import run_name, sweep_name
 
 
 def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
-    """The data module; given the model it will train, it applies the model's input transform (if any) to
-    the training split once, as it reads it, instead of the model doing it to every batch of every epoch."""
+    """The data module; given the model it will fit, it applies the model's input transform (if any) to the
+    training and validation splits once, as it reads them, instead of the model doing it to every batch of
+    every epoch."""
     if model is None or isinstance(model.transform, torch.nn.Identity):
         return build("data", cfg.data)
     return build("data", cfg.data, transform=model.transform)
@@ -59,7 +60,7 @@ def build_trainer(
         build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id))
         for key, node in _entries(cfg, "logger")
     ]
-    callbacks = [build(f"callbacks.{name}", c) for name, c in _entries(cfg, "callbacks")]
+    callbacks = [build(f"callbacks.{key}", node) for key, node in _entries(cfg, "callbacks")]
     if not loggers:  # nothing to log the learning rate to (Lightning refuses the monitor then)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     # Where the output goes decides how progress is shown: rich's live bar in a terminal, one log line per
@@ -116,9 +117,9 @@ def _record_callbacks(
 def _logger_options(key: str, node: DictConfig, name: str, resumed_run_id: str | None) -> dict[str, Any]:
     """What a logger's config cannot say: the run's name (MLflow, W&B) and the MLflow run a resume goes on
     with."""
-    if is_mlflow(node):
-        return logger_options(key, node, name, resumed_run_id)
     target = get_object(node._target_) if "_target_" in node else None
+    if isinstance(target, type) and issubclass(target, MLFlowLogger):
+        return logger_options(key, node, name, resumed_run_id)
     if isinstance(target, type) and issubclass(target, WandbLogger):
         if importlib.util.find_spec("wandb") is None:
             raise UserError(f'logger.{key} needs wandb, which is not installed: pip install -e ".[wandb]"')

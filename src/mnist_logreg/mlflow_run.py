@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from filelock import FileLock
-from hydra.utils import get_object
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
@@ -45,11 +44,6 @@ log = logging.getLogger(__name__)
 
 RUN_ID_KEY = "mlflow_run_id"  # in each checkpoint
 SQLITE = "sqlite:///"
-
-
-def is_mlflow(node: DictConfig) -> bool:
-    target = get_object(node._target_) if "_target_" in node else None
-    return isinstance(target, type) and issubclass(target, MLFlowLogger)
 
 
 def logger_options(name: str, node: DictConfig, run_name: str, resumed_run_id: str | None) -> dict[str, Any]:

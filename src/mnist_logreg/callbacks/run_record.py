@@ -52,7 +52,8 @@ class RunRecord(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a run directory reused for a resume is unfinished until it ends again
             self.path.unlink(missing_ok=True)
-            self.metrics = {"status": "completed"}
+        if not self.metrics:  # the run's first stage (fitting, or eval.py's testing)
+            self.metrics = {"status": "completed", **self.identity}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -68,18 +69,17 @@ class RunRecord(Callback):
             self.metrics["val/acc"] = float(checkpoint.best_model_score)
         elif "val/acc" in trainer.callback_metrics:
             self.metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])
-        self.metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step, **self.identity)
+        self.metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.metrics.setdefault("status", "completed")
         self._started = time.perf_counter()
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics["test_time_s"] = time.perf_counter() - self._started
         tested = {name: float(value) for name, value in trainer.callback_metrics.items()}
         self.metrics.update({name: value for name, value in tested.items() if name.startswith("test/")})
-        self.metrics["ckpt_path"] = trainer.ckpt_path or None
-        self.metrics.update(self.identity)
+        # The checkpoint tested; eval.py, which hands the trainer a loaded model, names it in `identity`.
+        self.metrics["ckpt_path"] = trainer.ckpt_path or self.metrics.get("ckpt_path")
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != self.last_stage:  # teardown comes after a stage that ended normally, never after an error
