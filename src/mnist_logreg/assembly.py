@@ -24,7 +24,6 @@ from omegaconf import DictConfig
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import build
-from mnist_logreg.console import quiet_in_multirun
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
 from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
@@ -72,7 +71,6 @@ def build_trainer(
     # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.
     if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
         options["enable_progress_bar"] = False
-    quiet_in_multirun()
     return build("trainer", cfg.trainer, callbacks=callbacks, logger=loggers or False, **options)
 
 

@@ -14,6 +14,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback as HydraCallback
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from mnist_logreg.errors import in_multirun
+
 log = logging.getLogger(__name__)
 
 
@@ -37,13 +39,8 @@ def quiet_libraries() -> None:
     logging.getLogger("lightning.pytorch.trainer.connectors.checkpoint_connector").addFilter(
         lambda record: not record.getMessage().startswith("`weights_only` was not set")
     )
-
-
-def quiet_in_multirun() -> None:
-    """A sweep's job prints its overrides, its epoch lines and its result: not Lightning's lines on the
-    accelerators found (the same for every job), which go through its `rank_zero` logger at INFO level."""
-    from mnist_logreg.errors import in_multirun
-
+    # A sweep's job prints its epoch lines and its result (the launcher shows its overrides), not Lightning's
+    # lines on the accelerators found, the same for every job, which come through this logger at INFO.
     if in_multirun():
         logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 
