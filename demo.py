@@ -11,14 +11,14 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors, require_extra
-from mnist_logreg.overrides import check_overrides
+from mnist_logreg.runs.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="demo")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     require_extra("demo", "gradio")  # said at once, not after torch's import
-    from mnist_logreg.demo import serve  # imported here so that `--help` does not load torch
+    from mnist_logreg.inference.demo import serve  # imported here so that `--help` does not load torch
 
     serve(cfg)
 

@@ -10,13 +10,13 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
-from mnist_logreg.overrides import check_overrides
+from mnist_logreg.runs.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="eval")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
-    from mnist_logreg.evaluation import evaluate  # here, not at the top: `--help` needs no torch
+    from mnist_logreg.runs.evaluation import evaluate  # here, not at the top: `--help` needs no torch
 
     evaluate(cfg)
 

@@ -10,14 +10,14 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors, require_extra
-from mnist_logreg.overrides import check_overrides
+from mnist_logreg.runs.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="export")
 @report_user_errors
 def main(cfg: DictConfig) -> None:
     require_extra("export", "onnx", "onnxscript", "onnxruntime")  # said at once, not after torch's import
-    from mnist_logreg.onnx_export import export  # here, not at the top: `--help` needs no torch
+    from mnist_logreg.inference.export import export  # here, not at the top: `--help` needs no torch
 
     export(cfg)
 

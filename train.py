@@ -12,15 +12,15 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import report_user_errors
-from mnist_logreg.overrides import check_overrides
+from mnist_logreg.runs.overrides import check_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @report_user_errors
 def main(cfg: DictConfig) -> float | None:
     """Returns the metric a sweeper optimises (`optimized_metric`, validation accuracy by default)."""
-    from mnist_logreg.run_lock import run_directory_lock
-    from mnist_logreg.training import train  # here, not at the top: `--help` needs no torch
+    from mnist_logreg.runs.run_lock import run_directory_lock
+    from mnist_logreg.runs.training import train  # here, not at the top: `--help` needs no torch
 
     with run_directory_lock(cfg.paths.output_dir):  # one writer per run directory
         return train(cfg).get(cfg.optimized_metric)

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from plain_loop import fit_plain  # noqa: E402  (benchmarks/ is this script's own directory)
 
-from mnist_logreg.model import LogisticRegression  # noqa: E402
-from mnist_logreg.training import train  # noqa: E402
+from mnist_logreg.core.model import LogisticRegression  # noqa: E402
+from mnist_logreg.runs.training import train  # noqa: E402
 
 STEPS = 5 * 550
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mnist_logreg.data import EpochOrder, MNISTDataModule, TensorBatches
+from mnist_logreg.core.data import EpochOrder, MNISTDataModule, TensorBatches
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 

@@ -31,9 +31,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from torchvision.datasets import MNIST
 
-from mnist_logreg.checkpoints import load_model
+from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.errors import UserError
-from mnist_logreg.preprocess import to_mnist
+from mnist_logreg.inference.preprocess import to_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT_RUN = (

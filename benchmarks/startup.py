@@ -1,7 +1,7 @@
 """Where `python train.py` spends its time before the first training step, measured in one process.
 
 Imports one library at a time (each figure excludes what earlier lines already loaded), then composes the
-config, reads MNIST into memory and builds the Trainer, as `mnist_logreg.training.train` does; prints one
+config, reads MNIST into memory and builds the Trainer, as `mnist_logreg.runs.training.train` does; prints one
 JSON line of seconds.
 
     python benchmarks/startup.py
@@ -24,7 +24,7 @@ IMPORTS = {
     "torchvision": "torchvision.datasets",
     "lightning": "lightning",
     "hydra": "hydra.utils",
-    "mnist_logreg": "mnist_logreg.training",
+    "mnist_logreg": "mnist_logreg.runs.training",
     "tensorboard": "torch.utils.tensorboard",  # what the TensorBoard logger loads when it starts
 }
 
@@ -47,7 +47,7 @@ def main() -> None:
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from mnist_logreg.console import quiet_libraries
+    from mnist_logreg.runs.console import quiet_libraries
 
     quiet_libraries()
 

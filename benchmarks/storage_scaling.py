@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from mnist_logreg.study import JOURNAL_SUFFIX, SQLITE_TIMEOUT_S  # noqa: E402
+from mnist_logreg.sweeps.study import JOURNAL_SUFFIX, SQLITE_TIMEOUT_S  # noqa: E402
 
 SPACE = {
     "optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
@@ -76,7 +76,7 @@ def timed(storage_class: type[BaseStorage]) -> type[BaseStorage]:
 
 
 def open_storage(url: str) -> BaseStorage:
-    """As the sweeper opens it (`mnist_logreg.study.open_storage`), timed."""
+    """As the sweeper opens it (`mnist_logreg.sweeps.study.open_storage`), timed."""
     if url.endswith(JOURNAL_SUFFIX):
         return timed(JournalStorage)(JournalFileBackend(url))
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {}

@@ -154,7 +154,7 @@ def tiny_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One short training run on the real MNIST (lr 0.1, 100 batches: about 86% test accuracy), shared by
     the tests of what uses a trained checkpoint. Returns its output directory."""
-    from mnist_logreg.training import train
+    from mnist_logreg.runs.training import train
 
     output_dir = tmp_path_factory.mktemp("trained") / "run"
     overrides = [

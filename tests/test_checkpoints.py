@@ -12,9 +12,9 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from mnist_logreg.checkpoints import AtomicCheckpointIO, CheckpointError
-from mnist_logreg.resume import ResumableCheckpoint
-from mnist_logreg.training import train
+from mnist_logreg.core.checkpoints import AtomicCheckpointIO, CheckpointError
+from mnist_logreg.runs.resume import ResumableCheckpoint
+from mnist_logreg.runs.training import train
 
 TINY = (
     "data.val_size=100",

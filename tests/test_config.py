@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import CONF_DIR
-from mnist_logreg.training import build_trainer
+from mnist_logreg.runs.training import build_trainer
 
 GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]

@@ -10,8 +10,8 @@ import pytest
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
 from mnist_logreg.callbacks.progress import EpochLines
-from mnist_logreg.console import StdoutHandler, config_tree
-from mnist_logreg.training import build_trainer
+from mnist_logreg.runs.console import StdoutHandler, config_tree
+from mnist_logreg.runs.training import build_trainer
 
 
 class Terminal(io.StringIO):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnist_logreg.data import DataError, EpochOrder, MNISTDataModule, TensorBatches
+from mnist_logreg.core.data import DataError, EpochOrder, MNISTDataModule, TensorBatches
 from mnist_logreg.errors import UserError
 
 
@@ -109,7 +109,7 @@ def test_verified_data_is_read_without_writing(tiny_mnist: Path, monkeypatch: py
     def no_writes(*args, **kwargs):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr("mnist_logreg.data.FileLock", no_writes)
+    monkeypatch.setattr("mnist_logreg.core.data.FileLock", no_writes)
     assert torch.equal(prepared(tiny_mnist, val_size=100).splits["val"][0], expected)
     (tiny_mnist / "MNIST/raw/.extracted.json").unlink()  # now it must extract, and cannot write
     with pytest.raises(

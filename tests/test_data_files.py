@@ -9,8 +9,8 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from mnist_logreg.data import DataError, MNISTDataModule
-from mnist_logreg.training import train
+from mnist_logreg.core.data import DataError, MNISTDataModule
+from mnist_logreg.runs.training import train
 
 RAW = Path("MNIST") / "raw"
 

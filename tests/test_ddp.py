@@ -17,11 +17,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from conftest import ROOT, job_dir
-from mnist_logreg.data import EpochOrder, MNISTDataModule
-from mnist_logreg.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.core.data import EpochOrder, MNISTDataModule
+from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.training import train
+from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.runs.training import train
 
 LIMITS = ("+trainer.limit_train_batches=50", "trainer.max_epochs=1", "optimizer.lr=0.5")
 # A weighted sum of the pixels stands for an image: equal images give equal sums, different ones differ.

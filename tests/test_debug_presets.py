@@ -9,8 +9,8 @@ import lightning as L
 from hydra import compose, initialize_config_dir
 
 from conftest import CONF_DIR
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.training import train
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.runs.training import train
 
 TINY = ("data.val_size=100", "data.batch_size=50", "trainer.accelerator=cpu", "callbacks.progress_bar=null")
 

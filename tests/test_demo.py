@@ -15,9 +15,9 @@ from PIL import Image, ImageOps
 
 from conftest import compose_config
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.demo import (
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.inference.demo import (
     ZOOM,
     DemoError,
     build_app,
@@ -27,8 +27,8 @@ from mnist_logreg.demo import (
     serve,
     start,
 )
-from mnist_logreg.prediction import predict_files
-from mnist_logreg.preprocess import load_image, to_mnist
+from mnist_logreg.inference.predict import predict_files
+from mnist_logreg.inference.preprocess import load_image, to_mnist
 
 # Gradio's queue keeps per-function timings in a pandas DataFrame, with options pandas 3 deprecates.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
@@ -195,8 +195,8 @@ def test_with_no_run_it_says_to_train_first(tmp_path: Path) -> None:
 
 
 def test_a_deskewing_checkpoint_is_read_after_its_transform(trained_run: Path) -> None:
-    from mnist_logreg.demo import read
-    from mnist_logreg.deskew import Deskew
+    from mnist_logreg.core.deskew import Deskew
+    from mnist_logreg.inference.demo import read
 
     model = load_model(trained_run / "checkpoints" / "best.ckpt")
     model.transform = Deskew()  # as a checkpoint trained with model.deskew=true has it

@@ -12,11 +12,11 @@ import torch
 
 from conftest import ROOT, compose_config
 from mnist_logreg.callbacks.figures import deskew_figure, first_of_each_class, render
-from mnist_logreg.checkpoints import CheckpointError
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.deskew import CENTRE, Deskew
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.resume import check_resume
+from mnist_logreg.core.checkpoints import CheckpointError
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.core.deskew import CENTRE, Deskew
+from mnist_logreg.core.model import LogisticRegression
+from mnist_logreg.runs.resume import check_resume
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
 
@@ -119,7 +119,7 @@ def test_the_figure_shows_each_digit_above_its_deskewed_self() -> None:
 @pytest.fixture(scope="module")
 def deskewed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`experiment=deskewed` cut to one epoch of batches of 200 (275 steps)."""
-    from mnist_logreg.training import train
+    from mnist_logreg.runs.training import train
 
     output_dir = tmp_path_factory.mktemp("deskewed") / "run"
     overrides = [
@@ -140,8 +140,8 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
     import onnx
     import onnxruntime
 
-    from mnist_logreg.evaluation import evaluate
-    from mnist_logreg.onnx_export import export
+    from mnist_logreg.inference.export import export
+    from mnist_logreg.runs.evaluation import evaluate
 
     best = deskewed_run / "checkpoints" / "best.ckpt"
     assert torch.load(best, weights_only=True)["hyper_parameters"]["deskew"] is True
@@ -179,7 +179,7 @@ def test_a_deskewed_checkpoint_scores_the_same_in_train_eval_predict_and_onnx(
 
 @pytest.mark.slow
 def test_resuming_a_deskewed_run_without_deskew_is_refused(deskewed_run: Path) -> None:
-    from mnist_logreg.model import LogisticRegression
+    from mnist_logreg.core.model import LogisticRegression
 
     model = LogisticRegression()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.0064, weight_decay=5.6e-6)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from mnist_logreg.errors import report_user_errors
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
 
 TINY = ("data.val_size=100", "trainer.max_epochs=1", "trainer.accelerator=cpu", "callbacks.progress_bar=null")
 

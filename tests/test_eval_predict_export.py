@@ -14,13 +14,13 @@ import torch
 from PIL import Image, ImageOps
 
 from conftest import ROOT, run_script
-from mnist_logreg import onnx_export
-from mnist_logreg.checkpoints import CheckpointError, load_model
-from mnist_logreg.data import MNISTDataModule
+from mnist_logreg.core.checkpoints import CheckpointError, load_model
+from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.errors import UserError
-from mnist_logreg.evaluation import evaluate
-from mnist_logreg.onnx_export import ExportError, export, require
-from mnist_logreg.prediction import predict
+from mnist_logreg.inference import export as onnx_export
+from mnist_logreg.inference.export import ExportError, export, require
+from mnist_logreg.inference.predict import predict
+from mnist_logreg.runs.evaluation import evaluate
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
 

@@ -21,8 +21,8 @@ from mnist_logreg.callbacks.figures import (
     tiles,
     weight_templates,
 )
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.data import MNISTDataModule
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.core.data import MNISTDataModule
 
 
 def test_weight_colours_are_symmetric_about_zero() -> None:

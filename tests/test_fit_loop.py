@@ -12,8 +12,8 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from conftest import ROOT
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.model import LogisticRegression
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.core.model import LogisticRegression
 
 
 def fit_plain(*args, **kwargs) -> dict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
 
 QUICK = ("trainer.max_epochs=1", "optimizer.lr=0.1", "callbacks.progress_bar=null")
 

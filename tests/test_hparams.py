@@ -10,8 +10,8 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from mnist_logreg.hparams import flatten_config, hyperparameters
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
+from mnist_logreg.tracking.hparams import flatten_config, hyperparameters
 
 
 def read_events(run_dir: Path) -> EventAccumulator:

@@ -12,8 +12,8 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_logreg.lr_finder import find_lr
-from mnist_logreg.training import train
+from mnist_logreg.runs.lr_finder import find_lr
+from mnist_logreg.runs.training import train
 
 # 500 training images (600 less 100 for validation): batch 100 is 5 steps an epoch.
 TINY = ("data.val_size=100", "trainer.accelerator=cpu", "callbacks.progress_bar=null", "~callbacks.figures")

@@ -8,8 +8,8 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.model import LogisticRegression
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.core.model import LogisticRegression
 
 
 def test_logits_for_flat_and_image_shaped_input() -> None:

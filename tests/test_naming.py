@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from conftest import CONF_DIR, run_script
-from mnist_logreg.naming import MAX_LENGTH, run_label
+from mnist_logreg.tracking.naming import MAX_LENGTH, run_label
 
 
 def test_a_label_says_what_was_overridden_in_short() -> None:

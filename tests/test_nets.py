@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from conftest import compose_config
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.evaluation import evaluate
-from mnist_logreg.model import LogisticRegression, build_net
-from mnist_logreg.onnx_export import export
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.core.model import LogisticRegression, build_net
+from mnist_logreg.inference.export import export
+from mnist_logreg.runs.evaluation import evaluate
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"
 
@@ -22,7 +22,7 @@ QUIET = "callbacks.progress_bar.refresh_rate=0"
 @pytest.fixture(scope="module")
 def mlp_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`model/net=mlp` with Adam, 200 steps of one epoch on the real MNIST."""
-    from mnist_logreg.training import train
+    from mnist_logreg.runs.training import train
 
     output_dir = tmp_path_factory.mktemp("mlp") / "run"
     overrides = [
@@ -64,8 +64,8 @@ def test_an_mlp_trains_evaluates_and_exports_like_the_linear_model(mlp_run: Path
 
 @pytest.mark.slow
 def test_the_demo_refuses_a_network_it_cannot_explain(mlp_run: Path) -> None:
-    from mnist_logreg.checkpoints import load_model
-    from mnist_logreg.demo import DemoError, linear_model
+    from mnist_logreg.core.checkpoints import load_model
+    from mnist_logreg.inference.demo import DemoError, linear_model
 
     best = mlp_run / "checkpoints" / "best.ckpt"
     with pytest.raises(DemoError, match=r"holds a Sequential network: the demo explains a linear model"):

@@ -18,7 +18,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from conftest import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
-from mnist_logreg.study import RETRY_OF, open_storage
+from mnist_logreg.sweeps.study import RETRY_OF, open_storage
 
 
 def parse(line: str):

@@ -11,9 +11,9 @@ from PIL import Image, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.prediction import predict
-from mnist_logreg.preprocess import load_image, to_mnist
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.inference.predict import predict
+from mnist_logreg.inference.preprocess import load_image, to_mnist
 
 
 def test_each_labelled_image_has_its_model_input_beside_the_csv(

@@ -12,8 +12,8 @@ from PIL import Image, ImageDraw, ImageOps
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.preprocess import ImageError, load_image, to_mnist
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.inference.preprocess import ImageError, load_image, to_mnist
 
 
 def paper(

@@ -17,8 +17,8 @@ import torch
 from torchvision.datasets import MNIST
 
 from conftest import ROOT
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.preprocess import to_mnist
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.inference.preprocess import to_mnist
 
 GOAL = 0.90
 ALL_AT_ONCE = "all at once: marker, coloured paper, shadow, tight crop"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf, open_dict
 
 from conftest import CONF_DIR, ROOT, job_dir, run_script
 from mnist_logreg.errors import remove_unused_run_dir
-from mnist_logreg.overrides import misspelling
+from mnist_logreg.runs.overrides import misspelling
 
 # A run with the extra's modules hidden, as in an environment without the extra: `find_spec` answers None for
 # a module that `sys.modules` maps to None. Prints whether the refusal came before the heavy imports.
@@ -27,7 +27,8 @@ sys.argv = [script, *args]
 try:
     runpy.run_path(script, run_name="__main__")
 finally:
-    print("imported:", [m for m in ("mnist_logreg.onnx_export", "mnist_logreg.demo") if m in sys.modules])
+    heavy = ("mnist_logreg.inference.export", "mnist_logreg.inference.demo")
+    print("imported:", [m for m in heavy if m in sys.modules])
 """
 
 

@@ -23,8 +23,8 @@ from submitit.core.utils import UncompletedJobError
 
 from conftest import ROOT
 from mnist_logreg.errors import UserError
-from mnist_logreg.resume import resolve_ckpt_path
-from mnist_logreg.training import train
+from mnist_logreg.runs.resume import resolve_ckpt_path
+from mnist_logreg.runs.training import train
 
 WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
 # 500 training images in batches of 50: 10 steps an epoch, a validation (and checkpoints) every 5 steps.
@@ -257,14 +257,14 @@ def test_a_requeued_submitit_job_saves_hands_over_and_continues_by_itself(
     assert f"SIGUSR2: saved {last} at step 14; submitit requeues this job" in caplog.text
     assert not (tmp_path / "job" / "metrics.json").exists()
 
-    with caplog.at_level(logging.INFO, logger="mnist_logreg.resume"):
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.runs.resume"):
         again = run_tiny("job")  # the requeued job: the same command
     assert f"This submitit job was stopped before: continuing from {last}" in caplog.text
     assert numbers(again) == numbers(whole)
     assert same_weights(final_weights(tmp_path / "job"), final_weights(tmp_path / "whole"))
 
     caplog.clear()  # run again once finished, in the same directory: a fresh start, as it was asked for
-    with caplog.at_level(logging.INFO, logger="mnist_logreg.resume"):
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.runs.resume"):
         assert numbers(run_tiny("job")) == numbers(whole)
     assert "continuing from" not in caplog.text
     assert f"Restoring states from the checkpoint path at {last}" not in caplog.text

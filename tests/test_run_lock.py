@@ -1,4 +1,4 @@
-"""One writer per run directory (`mnist_logreg.run_lock`): a second process is refused while the first lives,
+"""One writer per run directory (`runs.run_lock`): a second process is refused while the first lives,
 and a process killed with SIGKILL leaves no lock behind."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, run_script
-from mnist_logreg.run_lock import LOCK_FILE, RunDirectoryInUse, run_directory_lock
+from mnist_logreg.runs.run_lock import LOCK_FILE, RunDirectoryInUse, run_directory_lock
 
 
 def test_a_held_directory_is_refused_until_its_holder_lets_go(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from conftest import run_script
 from mnist_logreg.errors import UserError
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
 
 REFUSED = [
     (["optimizer.lr=-0.1"], r"^optimizer\.lr=-0\.1 is invalid: it must be a positive number"),
@@ -34,8 +34,8 @@ REFUSED = [
     ),
     (["trainer.accelerator=abacus"], r"^trainer: .*accelerator='abacus'.*Available names are"),
     (
-        ["model._target_=mnist_logreg.model.Logistic"],
-        r"^model\._target_=mnist_logreg\.model\.Logistic cannot be",
+        ["model._target_=mnist_logreg.core.model.Logistic"],
+        r"^model\._target_=mnist_logreg\.core\.model\.Logistic cannot be",
     ),
     # Wrong types, judged by the target's own annotations.
     (

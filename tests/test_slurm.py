@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from conftest import ROOT, job_dir, results
-from mnist_logreg.study import open_storage
+from mnist_logreg.sweeps.study import open_storage
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]

@@ -15,7 +15,7 @@ import torch
 
 from conftest import ROOT
 from mnist_logreg.callbacks.stopping import DivergenceError
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
 
 
 def test_a_diverged_loss_stops_the_run_at_once(compose_train, tiny_mnist: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import ROOT
-from mnist_logreg.study import JOB_DIR, RETRY_OF, open_storage
+from mnist_logreg.sweeps.study import JOB_DIR, RETRY_OF, open_storage
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "PRUNED": "pruned"}
 # About a second a trial: one short epoch, one validation batch, no test.
@@ -169,7 +169,15 @@ def test_a_worker_killed_in_a_trial_loses_only_that_trial(tmp_path: Path) -> Non
     assert Path(rows["0"]["directory"]).parent == tmp_path / "first"
 
     # The study reported any time, without running a trial, into a directory of its own.
-    report = [sys.executable, "-m", "mnist_logreg.sweep", "--storage", storage, "--study-name", "killed"]
+    report = [
+        sys.executable,
+        "-m",
+        "mnist_logreg.sweeps",
+        "--storage",
+        storage,
+        "--study-name",
+        "killed",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     run = subprocess.run([*report, str(tmp_path / "report")], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]

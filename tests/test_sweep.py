@@ -18,9 +18,17 @@ from omegaconf import OmegaConf
 
 from conftest import ROOT
 from mnist_logreg.errors import UserError, report_user_errors
-from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, open_storage
-from mnist_logreg.sweep import NOT_FINISHED, Job, Range, SweepSummary, edges, read_jobs, sort_best_first
-from mnist_logreg.training import train
+from mnist_logreg.runs.training import train
+from mnist_logreg.sweeps.study import ERROR, JOB_DIR, RETRY_OF, open_storage
+from mnist_logreg.sweeps.summary import (
+    NOT_FINISHED,
+    Job,
+    Range,
+    SweepSummary,
+    edges,
+    read_jobs,
+    sort_best_first,
+)
 
 SHORT = ("trainer.max_epochs=1", "+trainer.limit_train_batches=20", "callbacks.progress_bar.refresh_rate=0")
 

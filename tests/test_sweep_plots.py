@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mnist_logreg.sweep import edges, read_jobs, sort_best_first
-from mnist_logreg.sweep_plots import SweepPlots, metric_figure, optuna_plots
+from mnist_logreg.sweeps.plots import SweepPlots, metric_figure, optuna_plots
+from mnist_logreg.sweeps.summary import edges, read_jobs, sort_best_first
 
 
 def make_job(sweep_dir: Path, name: str, overrides: list[str], val_acc: float | None) -> None:

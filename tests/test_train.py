@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, run_script
-from mnist_logreg.data import MNISTDataModule
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.training import train
+from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.core.model import LogisticRegression
+from mnist_logreg.runs.training import train
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_logreg.records import write_json
+from mnist_logreg.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
     In a multirun a failing job, whatever the error, is recorded in its `metrics.json` as failed, with the
     reason, and returns None instead of raising. Hydra's launchers stop a sweep on the first job that
     raises, before the end-of-sweep callbacks run; this way every job runs, the sweep summary lists the
-    failed ones, and the summary (`mnist_logreg.sweep`) gives the sweep a non-zero exit status. A job that
+    failed ones, and the summary (`mnist_logreg.sweeps.summary`) gives the sweep a non-zero exit status. A job that
     an Optuna search pruned is no failure: it is recorded as pruned, with its last value.
     """
 
@@ -92,7 +92,7 @@ def remove_unused_run_dir() -> None:
     )
     if log_file:
         expected.add(Path(log_file))
-    from mnist_logreg.run_lock import LOCK_FILE  # here: run_lock raises this module's errors
+    from mnist_logreg.runs.run_lock import LOCK_FILE  # here: run_lock raises this module's errors
 
     expected.add(run_dir / LOCK_FILE)  # train.py's hold on the directory, released by now
     if not run_dir.is_dir() or not set(run_dir.rglob("*")) <= expected:

@@ -45,8 +45,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
-from mnist_logreg.records import write_text
-from mnist_logreg.study import (
+from mnist_logreg.files import write_text
+from mnist_logreg.sweeps.study import (
     ERROR,
     HEARTBEAT,
     JOB_DIR,
@@ -112,7 +112,7 @@ class OptunaSweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> None:
         import optuna  # here, not at the top: Hydra imports this module on every run, sweep or not
 
-        from mnist_logreg.sweep_plots import optuna_plots
+        from mnist_logreg.sweeps.plots import optuna_plots
 
         optuna.logging.disable_default_handler()  # Optuna's lines go to the sweep's log, formatted alike
         optuna.logging.enable_propagation()
@@ -143,7 +143,7 @@ class OptunaSweeper(Sweeper):
                 self._give_up_running(study, stop)
                 raise
         self._report_best(study, fixed, sweep_dir)
-        optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweep_plots`)
+        optuna_plots(study, sweep_dir)  # beside the sweep's own plots (`mnist_logreg.sweeps.plots`)
 
     def _check_options(self) -> None:
         if self.pruner is not None and self.pruner not in PRUNERS:

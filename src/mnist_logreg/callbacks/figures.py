@@ -25,8 +25,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from mnist_logreg.deskew import shear
-from mnist_logreg.records import replaced_atomically
+from mnist_logreg.core.deskew import shear
+from mnist_logreg.files import replaced_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

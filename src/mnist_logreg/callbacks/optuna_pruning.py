@@ -19,7 +19,7 @@ import lightning as L
 import optuna
 from lightning.pytorch.callbacks import Callback
 
-from mnist_logreg.study import load_trial
+from mnist_logreg.sweeps.study import load_trial
 
 
 class TrialPruned(optuna.TrialPruned):

@@ -12,7 +12,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mnist_logreg.records import write_json
+from mnist_logreg.files import write_json
 
 log = logging.getLogger(__name__)
 

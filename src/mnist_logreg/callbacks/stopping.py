@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_logreg.errors import UserError, in_multirun, one_line, record_status
-from mnist_logreg.resume import in_submitit_job, last_checkpoint_path, resume_command
+from mnist_logreg.runs.resume import in_submitit_job, last_checkpoint_path, resume_command
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from mnist_logreg.checkpoints import load_model
+from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.errors import UserError
-from mnist_logreg.preprocess import ImageError, load_image, to_mnist
-from mnist_logreg.records import replaced_atomically, write_text
+from mnist_logreg.files import replaced_atomically, write_text
+from mnist_logreg.inference.preprocess import ImageError, load_image, to_mnist
 
 log = logging.getLogger(__name__)
 

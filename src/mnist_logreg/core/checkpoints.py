@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins import TorchCheckpointIO
 
+from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError, one_line
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.records import replaced_atomically
+from mnist_logreg.files import replaced_atomically
 
 BEST = "logs/runs/<run>/checkpoints/best.ckpt"
 LAST = "logs/runs/<run>/checkpoints/last.ckpt"

@@ -12,10 +12,10 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
 from omegaconf import DictConfig
 
-from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
-from mnist_logreg.config import check_config
-from mnist_logreg.console import command_line, quiet_libraries
-from mnist_logreg.records import replaced_atomically, write_json
+from mnist_logreg.files import replaced_atomically, write_json
+from mnist_logreg.runs.assembly import build_datamodule, build_model, build_trainer
+from mnist_logreg.runs.config import check_config
+from mnist_logreg.runs.console import command_line, quiet_libraries
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mnist_logreg.assembly import build_datamodule, build_trainer
 from mnist_logreg.callbacks.run_record import RunRecord
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.config import check_parts
-from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.runs.assembly import build_datamodule, build_trainer
+from mnist_logreg.runs.config import check_parts
+from mnist_logreg.runs.console import format_results, quiet_libraries
 
 log = logging.getLogger(__name__)
 

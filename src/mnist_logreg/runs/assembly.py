@@ -23,12 +23,12 @@ from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
-from mnist_logreg.config import build
+from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError, in_multirun
-from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
-from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.naming import run_name, sweep_name
+from mnist_logreg.runs.config import build
+from mnist_logreg.tracking.hparams import flatten_config, group_choices, hyperparameters
+from mnist_logreg.tracking.mlflow import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
+from mnist_logreg.tracking.naming import run_name, sweep_name
 
 
 def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:

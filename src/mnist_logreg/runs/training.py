@@ -9,13 +9,13 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
 from mnist_logreg.callbacks.run_record import RunRecord
-from mnist_logreg.config import check_config
-from mnist_logreg.console import config_tree, format_results, quiet_libraries
-from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.errors import in_multirun
-from mnist_logreg.resume import resume_point
+from mnist_logreg.runs.assembly import build_datamodule, build_model, build_trainer
+from mnist_logreg.runs.config import check_config
+from mnist_logreg.runs.console import config_tree, format_results, quiet_libraries
+from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
+from mnist_logreg.runs.resume import resume_point
 
 log = logging.getLogger(__name__)
 

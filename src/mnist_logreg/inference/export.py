@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from mnist_logreg.checkpoints import load_model
-from mnist_logreg.config import build
+from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.errors import UserError
-from mnist_logreg.records import replaced_atomically
+from mnist_logreg.files import replaced_atomically
+from mnist_logreg.runs.config import build
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ is a PNG in `<sweep dir>/plots/` and an image in TensorBoard (`tensorboard --log
 `plots`). A learning rate or weight decay is drawn on a log axis; a job that failed (no score) is an `x` on
 the bottom edge at its parameter's value; a trial that Optuna pruned, a hollow triangle at its last value.
 A sweep over seeds adds each configuration's mean and standard deviation (an error bar), and a best value at
-an edge of the range swept is marked by a dashed line (`mnist_logreg.sweep.edges`). An Optuna search
+an edge of the range swept is marked by a dashed line (`mnist_logreg.sweeps.summary.edges`). An Optuna search
 (`hparams_search=optuna`) also gets Optuna's own optimisation history and parameter importances, drawn by
 Optuna's matplotlib backend (`optuna_plots`, which the sweeper calls: it has the study open).
 
@@ -25,8 +25,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from mnist_logreg.records import replaced_atomically
-from mnist_logreg.sweep import (
+from mnist_logreg.files import replaced_atomically
+from mnist_logreg.sweeps.summary import (
     Edge,
     Job,
     common_overrides,

@@ -24,10 +24,10 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP, render
-from mnist_logreg.checkpoints import load_model
+from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError
-from mnist_logreg.model import LogisticRegression
-from mnist_logreg.preprocess import SIZE, ImageError, to_mnist
+from mnist_logreg.inference.preprocess import SIZE, ImageError, to_mnist
 
 if TYPE_CHECKING:
     import gradio as gr

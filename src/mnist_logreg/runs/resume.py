@@ -28,10 +28,10 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from mnist_logreg.checkpoints import LAST, CheckpointError, read_checkpoint
-from mnist_logreg.console import command_line
-from mnist_logreg.model import upgrade_checkpoint
-from mnist_logreg.records import replaced_atomically
+from mnist_logreg.core.checkpoints import LAST, CheckpointError, read_checkpoint
+from mnist_logreg.core.model import upgrade_checkpoint
+from mnist_logreg.files import replaced_atomically
+from mnist_logreg.runs.console import command_line
 
 log = logging.getLogger(__name__)
 

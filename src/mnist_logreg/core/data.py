@@ -20,7 +20,7 @@ from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
 from mnist_logreg.errors import UserError
-from mnist_logreg.records import write_json
+from mnist_logreg.files import write_json
 
 log = logging.getLogger(__name__)
 

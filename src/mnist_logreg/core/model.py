@@ -17,7 +17,7 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_logreg.deskew import Deskew
+from mnist_logreg.core.deskew import Deskew
 
 TRAIN_COUNT_KEY = "train_accuracy_count"  # in each checkpoint: the training epoch's [correct, seen] per rank
 

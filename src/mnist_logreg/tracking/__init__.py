@@ -1,0 +1,1 @@
+"""What a run is called and compared by, and its MLflow record."""
