@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from mnist_logreg.errors import report_user_errors
+from mnist_logreg.runs.job import report_user_errors
 from mnist_logreg.runs.overrides import check_overrides
 
 

@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import gzip
 import hashlib
-import json
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 from torchvision.datasets import MNIST
 
 import services
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+from helpers import compose_config, make_digits, write_idx
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,49 +30,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
-
-
-def compose_config(
-    overrides: list[str], output_dir: Path, config_name: str = "train", log_dir: Path | None = None
-) -> DictConfig:
-    """A config as an entry point composes it, with its outputs in `output_dir` (and the MLflow store, for
-    `logger=mlflow`, in `log_dir`, if given)."""
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
-    # `${hydra:...}` interpolations read the HydraConfig that a real run sets.
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(output_dir)
-        cfg.hydra.runtime.cwd = str(ROOT)
-        if log_dir is not None and "log_dir" in cfg.get("paths", {}):
-            cfg.paths.log_dir = str(log_dir)
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    return cfg
-
-
-def job_dir(sweep_dir: Path, number: int) -> Path:
-    """Job `number`'s directory in a sweep: `<number>_<its overrides>` (conf/hydra/default.yaml)."""
-    (found,) = [p for p in sweep_dir.glob(f"{number}_*") if p.is_dir()]
-    return found
-
-
-def results(run_dir: Path) -> dict:
-    """A run's metrics.json without what differs between two runs of the same numbers: times, paths."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if k not in ("fit_time_s", "test_time_s", "ckpt_path")}
-
-
-def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
-    """Run an entry point (`train.py`, `eval.py`, ...) as a user would, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / script), *overrides],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture
@@ -109,24 +57,6 @@ def compose_train(tmp_path: Path, mlflow_dir: Path) -> Callable[..., DictConfig]
         return compose_config(list(overrides), tmp_path / "run", config_name, log_dir=mlflow_dir)
 
     return _compose
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a gzipped IDX file (the MNIST format): magic with dtype and rank, big-endian dims, raw bytes."""
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images whose class is a bright 7x7 patch at one of ten places: linearly separable by construction."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 10, n)
-    images = rng.integers(0, 60, (n, 28, 28))
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 4)
-        images[i, 2 + 7 * row : 9 + 7 * row, 1 + 7 * col : 8 + 7 * col] = 255
-    return images.astype(np.uint8), labels.astype(np.uint8)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from mnist_logreg.callbacks.checkpoint import ResumableCheckpoint
 from mnist_logreg.core.checkpoints import AtomicCheckpointIO, CheckpointError
-from mnist_logreg.runs.resume import ResumableCheckpoint
 from mnist_logreg.runs.training import train
 
 TINY = (

@@ -8,7 +8,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import CONF_DIR
+from helpers import CONF_DIR
 from mnist_logreg.runs.training import build_trainer
 
 GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug", "experiment"]

@@ -9,8 +9,9 @@ import logging
 import pytest
 from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 
+from mnist_logreg.callbacks.config_tree import config_tree
 from mnist_logreg.callbacks.progress import EpochLines
-from mnist_logreg.runs.console import StdoutHandler, config_tree
+from mnist_logreg.runs.console import StdoutHandler
 from mnist_logreg.runs.training import build_trainer
 
 

@@ -16,7 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from conftest import ROOT, job_dir
+from helpers import ROOT, job_dir
 from mnist_logreg.core.data import EpochOrder, MNISTDataModule
 from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError

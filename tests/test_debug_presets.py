@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from hydra import compose, initialize_config_dir
 
-from conftest import CONF_DIR
+from helpers import CONF_DIR
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.runs.training import train
 

@@ -13,10 +13,11 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageOps
 
-from conftest import compose_config
+from helpers import compose_config
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP
 from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.core.data import MNISTDataModule
+from mnist_logreg.errors import UserError
 from mnist_logreg.inference.demo import (
     ZOOM,
     DemoError,
@@ -171,9 +172,9 @@ def test_an_address_of_another_machine_is_refused_at_once() -> None:
 
 def test_without_gradio_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "gradio", None)  # `import gradio` now raises ImportError
-    with pytest.raises(DemoError, match=r'needs gradio, which is not installed: pip install -e "\.\[demo\]"'):
+    with pytest.raises(UserError, match=r'needs gradio, which is not installed: pip install -e "\.\[demo\]"'):
         require_gradio()
-    with pytest.raises(DemoError, match=r"pip install -e"):  # before it reads any checkpoint
+    with pytest.raises(UserError, match=r"pip install -e"):  # before it reads any checkpoint
         serve(compose_config(["ckpt_path=best.ckpt"], tmp_path, "demo"))
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, compose_config
-from mnist_logreg.callbacks.figures import deskew_figure, first_of_each_class, render
+from helpers import ROOT, compose_config
+from mnist_logreg.callbacks.figures import deskew_figure, first_of_each_class
 from mnist_logreg.core.checkpoints import CheckpointError
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.core.deskew import CENTRE, Deskew
 from mnist_logreg.core.model import LogisticRegression
+from mnist_logreg.plotting import render
 from mnist_logreg.runs.resume import check_resume
 
 QUIET = "callbacks.progress_bar.refresh_rate=0"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mnist_logreg.errors import report_user_errors
+from mnist_logreg.runs.job import report_user_errors
 from mnist_logreg.runs.training import train
 
 TINY = ("data.val_size=100", "trainer.max_epochs=1", "trainer.accelerator=cpu", "callbacks.progress_bar=null")

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
-from conftest import CONF_DIR, ROOT
+from helpers import CONF_DIR, ROOT
 
 ENTRY_POINTS = {
     "train.py": "train",

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from conftest import ROOT, run_script
+from helpers import ROOT, run_script
 from mnist_logreg.core.checkpoints import CheckpointError, load_model
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.errors import UserError
@@ -219,7 +219,7 @@ def test_export_that_disagrees_with_pytorch_leaves_no_file(
 
 
 def test_missing_export_dependencies_name_the_install_command() -> None:
-    with pytest.raises(ExportError, match=r'not installed: pip install -e "\.\[export\]"'):
+    with pytest.raises(UserError, match=r'not installed: pip install -e "\.\[export\]"'):
         require("onnxruntime_that_is_not_installed")
 
 

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.core.model import LogisticRegression
 

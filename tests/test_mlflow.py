@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import compose_config
+from helpers import compose_config
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.training import build_trainer, train
 from mnist_logreg.tracking.hparams import flatten_config, group_choices
@@ -153,6 +153,6 @@ def test_without_mlflow_the_error_names_the_extra(compose_train, monkeypatch) ->
         importlib.util, "find_spec", lambda name: None if name == "mlflow" else real_find_spec(name)
     )
     with pytest.raises(
-        UserError, match=r'logger.mlflow needs MLflow, which is not installed: pip install -e "\.\[mlflow\]"'
+        UserError, match=r'logger.mlflow needs mlflow, which is not installed: pip install -e "\.\[mlflow\]"'
     ):
         build_trainer(compose_train("logger=tensorboard_mlflow", "trainer.accelerator=cpu"))

@@ -9,8 +9,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import CONF_DIR, run_script
-from mnist_logreg.tracking.naming import MAX_LENGTH, run_label
+from helpers import CONF_DIR, run_script
+from mnist_logreg.naming import MAX_LENGTH, run_label
 
 
 def test_a_label_says_what_was_overridden_in_short() -> None:

@@ -10,7 +10,7 @@ import onnxruntime
 import pytest
 import torch
 
-from conftest import compose_config
+from helpers import compose_config
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.core.model import LogisticRegression, build_net
 from mnist_logreg.inference.export import export

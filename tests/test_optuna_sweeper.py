@@ -16,7 +16,7 @@ from hydra.types import HydraContext
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from conftest import ROOT
+from helpers import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
 from mnist_logreg.sweeps.study import RETRY_OF, open_storage
 

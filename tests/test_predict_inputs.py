@@ -10,7 +10,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.datasets import MNIST
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.inference.predict import predict
 from mnist_logreg.inference.preprocess import load_image, to_mnist

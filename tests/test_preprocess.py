@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 from torchvision.datasets import MNIST
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.inference.preprocess import ImageError, load_image, to_mnist
 

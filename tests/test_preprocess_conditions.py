@@ -16,7 +16,7 @@ import pytest
 import torch
 from torchvision.datasets import MNIST
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.inference.preprocess import to_mnist
 

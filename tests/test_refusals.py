@@ -13,8 +13,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from conftest import CONF_DIR, ROOT, job_dir, run_script
-from mnist_logreg.errors import remove_unused_run_dir
+from helpers import CONF_DIR, ROOT, job_dir, run_script
+from mnist_logreg.runs.job import remove_unused_run_dir
 from mnist_logreg.runs.overrides import misspelling
 
 # A run with the extra's modules hidden, as in an environment without the extra: `find_spec` answers None for

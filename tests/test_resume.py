@@ -21,7 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from submitit.core.job_environment import SignalHandler
 from submitit.core.utils import UncompletedJobError
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.resume import resolve_ckpt_path
 from mnist_logreg.runs.training import train

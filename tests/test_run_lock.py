@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_script
-from mnist_logreg.runs.run_lock import LOCK_FILE, RunDirectoryInUse, run_directory_lock
+from helpers import ROOT, run_script
+from mnist_logreg.outputs import LOCK
+from mnist_logreg.runs.run_lock import RunDirectoryInUse, run_directory_lock
 
 
 def test_a_held_directory_is_refused_until_its_holder_lets_go(tmp_path: Path) -> None:
     with run_directory_lock(tmp_path):
-        assert (tmp_path / LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert (tmp_path / LOCK).read_text() == f"{os.getpid()}\n"
         refused = pytest.raises(RunDirectoryInUse, match=f"^{tmp_path} is in use by process {os.getpid()}: ")
         with refused, run_directory_lock(tmp_path):
             pass

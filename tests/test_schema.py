@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from conftest import run_script
+from helpers import run_script
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.training import train
 

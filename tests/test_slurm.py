@@ -14,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from conftest import ROOT, job_dir, results
+from helpers import ROOT, job_dir, results
 from mnist_logreg.sweeps.study import open_storage
 
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.callbacks.stopping import DivergenceError
 from mnist_logreg.runs.training import train
 

@@ -1,12 +1,8 @@
 """One Optuna study shared by several worker processes: its total, distinct trials, no collisions, a worker
 killed outright, pruning, and the report of the whole study.
 
-`start_workers` and `check_shared_study` take any storage, so that a test of another storage (PostgreSQL:
-a fixture giving the URL of a fresh database) runs the same checks:
-
-    from test_study import check_shared_study
-    def test_three_workers_on_postgresql(postgres_url, tmp_path):
-        check_shared_study(postgres_url, tmp_path)
+`start_workers` and `check_shared_study` take any storage: the journal file, SQLite, and a real PostgreSQL
+server (`postgres_url` in conftest.py: the URL of a fresh database), the storage meant for many machines.
 """
 
 from __future__ import annotations
@@ -24,7 +20,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from helpers import ROOT
 from mnist_logreg.sweeps.study import JOB_DIR, RETRY_OF, open_storage
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "PRUNED": "pruned"}
@@ -214,3 +210,9 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
     statuses = [row["status"] for row in summary_rows(sweep)]
     assert statuses == sorted(statuses, key=["completed", "pruned", "failed"].index)  # completed first
     assert f"{len(pruned)} pruned" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_three_workers_share_one_study_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    assert postgres_url.startswith("postgresql+psycopg://")  # the driver of the `postgres` extra
+    check_shared_study(postgres_url, tmp_path)

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from conftest import ROOT
+from helpers import ROOT
 
 
 def test_the_tree_passes_ruff_as_pre_commit_runs_it() -> None:

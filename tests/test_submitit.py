@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, ROOT, job_dir, results
+from helpers import CONF_DIR, ROOT, job_dir, results
 
 
 @pytest.mark.slow

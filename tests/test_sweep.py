@@ -16,8 +16,9 @@ from hydra.errors import InstantiationException
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from conftest import ROOT
-from mnist_logreg.errors import UserError, report_user_errors
+from helpers import ROOT
+from mnist_logreg.errors import UserError
+from mnist_logreg.runs.job import report_user_errors
 from mnist_logreg.runs.training import train
 from mnist_logreg.sweeps.study import ERROR, JOB_DIR, RETRY_OF, open_storage
 from mnist_logreg.sweeps.summary import (

@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, run_script
+from helpers import ROOT, run_script
 from mnist_logreg.core.data import MNISTDataModule
 from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.runs.training import train

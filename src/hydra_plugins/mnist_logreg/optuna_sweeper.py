@@ -21,7 +21,6 @@ to `best_params.yaml` in the sweep dir, and Optuna's own plots of the search to 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -32,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.files import write_text
+from mnist_logreg.outputs import Status, status
+from mnist_logreg.sweeps.liveness import count_trials, fail_lost_trials, heartbeat
 from mnist_logreg.sweeps.study import (
     ERROR,
     HEARTBEAT,
@@ -228,7 +229,7 @@ class OptunaSweeper(Sweeper):
                 # skip_if_finished: another worker may have taken this trial for lost meanwhile.
                 if value is not None:
                     study.tell(trial, value, skip_if_finished=True)
-                elif recorded_status(Path(trial.user_attrs[JOB_DIR])) == "pruned":
+                elif status(trial.user_attrs[JOB_DIR]) == Status.PRUNED:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
                 else:
                     log.warning("Trial %d failed or gave no value", trial.number)
@@ -344,69 +345,6 @@ class OptunaSweeper(Sweeper):
         )
 
 
-def count_trials(study: Any) -> tuple[int, int]:
-    """The study's finished trials (those of lost workers, retried, left out) and its running ones."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    retried = {t.user_attrs[RETRY_OF] for t in trials if RETRY_OF in t.user_attrs}
-    finished = sum(t.state.is_finished() and t.number not in retried for t in trials)
-    return finished, sum(t.state == TrialState.RUNNING for t in trials)
-
-
-def fail_lost_trials(study: Any, mine: dict[int, Any], grace_period_s: float) -> None:
-    """Fail the running trials of other workers whose heartbeat is older than `grace_period_s` (a worker
-    killed outright, or a lost node), and enqueue their parameters once, to be tried again."""
-    from optuna.trial import TrialState
-
-    now = time.time()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        seen = trial.user_attrs.get(HEARTBEAT, trial.datetime_start.timestamp())
-        if trial.number in mine or now - seen <= grace_period_s:
-            continue
-        try:
-            study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # another worker (or this one's heartbeat thread) was first
-            continue
-        again = RETRY_OF not in trial.user_attrs  # a retry that is lost too is not tried a third time
-        if again:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_OF: trial.number})
-        log.warning(
-            "Trial %d: no sign of life from its worker for %.0f s, told as failed%s",
-            trial.number,
-            now - seen,
-            "; its parameters are tried again" if again else "",
-        )
-
-
-@contextmanager
-def heartbeat(study: Any, running: dict[int, Any], grace_period_s: float) -> Iterator[None]:
-    """A thread that, every quarter of the grace period, stamps each trial running here with the time (the
-    sign of life other workers check) and fails other workers' lost trials, while this worker's own wait
-    for the launcher. Optuna's own heartbeat lives in `study.optimize`, for RDB storages only; this works
-    with ask-and-tell and every storage."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(grace_period_s / 4):
-            for trial in list(running.values()):
-                # Told meanwhile, or the storage briefly busy: the next beat tries again.
-                with suppress(Exception):
-                    trial.set_user_attr(HEARTBEAT, time.time())
-            try:
-                fail_lost_trials(study, running, grace_period_s)
-            except Exception as error:
-                log.warning("Could not check the study for lost trials: %s", one_line(error))
-
-    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-
-
 @contextmanager
 def stopped_by_signals() -> Iterator[None]:
     """SIGTERM ends the search as Ctrl-C does, with an exception, so that its running trials are told
@@ -460,14 +398,6 @@ def distribution(override: Override) -> Any:
 def search_free(overrides: list[str]) -> list[str]:
     """The overrides without the choice of search (`hparams_search=...`): what a single run needs."""
     return [override for override in overrides if not override.startswith("hparams_search=")]
-
-
-def recorded_status(job_dir: Path) -> str | None:
-    """The status a job's `metrics.json` records (`pruned`: the job stopped when Optuna said so)."""
-    try:
-        return json.loads((job_dir / "metrics.json").read_text()).get("status")
-    except (OSError, ValueError):
-        return None
 
 
 def trial_value(job_return: JobReturn) -> float | None:

@@ -27,6 +27,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from mnist_logreg.core.deskew import shear
 from mnist_logreg.files import replaced_atomically
+from mnist_logreg.plotting import render
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -171,15 +172,6 @@ def deskew_figure(before: torch.Tensor, after: torch.Tensor, labels: torch.Tenso
         ax.text(x, y, "deskewed", ha="center", va="bottom", fontsize=8)
     fig.suptitle("Test digits as read (top) and deskewed (bottom): what the model reads")
     return fig
-
-
-def render(fig: Figure) -> np.ndarray:
-    """The figure as an H x W x 3 uint8 array: the PNG and TensorBoard get the same pixels."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 class ModelFigures(L.Callback):

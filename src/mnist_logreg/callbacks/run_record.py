@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mnist_logreg.files import write_json
+from mnist_logreg.outputs import Status, metrics_path, write_record
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +22,21 @@ log = logging.getLogger(__name__)
 HPARAMS_METRICS = {"val/acc": "hparams/val_acc", "test/acc": "hparams/test_acc"}
 
 
+class Tracker(Protocol):
+    """A tracker that takes the run's final record before `metrics.json` is written (`MLflowRun`)."""
+
+    def finish(self, trainer: L.Trainer, metrics: dict[str, Any]) -> None: ...
+
+
 class RunRecord(Callback):
     """Writes `metrics.json` when the run's last stage ends (testing, or fitting with `test=false`).
 
     Records the best checkpoint's validation accuracy (the one tested), the test metrics, wall times, the
     epochs and steps trained and `identity` (the seed; a search trial's study and number). The same values
     go to TensorBoard's HParams tab through the logger's own `log_hyperparams(params, metrics)`, with
-    `hparams` (what the run is compared by), in the run's own event files.
+    `hparams` (what the run is compared by), in the run's own event files. `trackers` are handed the record
+    just before it is written, so that `metrics.json`, written last, still marks a finished run. The caller
+    keeps the record and reads its `metrics` when the run ends.
     """
 
     def __init__(
@@ -36,24 +45,22 @@ class RunRecord(Callback):
         last_stage: str = "test",
         hparams: dict[str, Any] | None = None,
         identity: dict[str, Any] | None = None,
+        trackers: Sequence[Tracker] = (),
     ) -> None:
-        self.path = Path(output_dir) / "metrics.json"
+        self.output_dir = Path(output_dir)
+        self.path = metrics_path(output_dir)
         self.last_stage = last_stage
         self.hparams = hparams or {}
         self.metrics: dict[str, Any] = {}
         self.identity = identity or {}
+        self.trackers = list(trackers)
         self._started = 0.0
-
-    @staticmethod
-    def of(trainer: L.Trainer) -> RunRecord:
-        """The trainer's run record."""
-        return next(c for c in trainer.callbacks if isinstance(c, RunRecord))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a run directory reused for a resume is unfinished until it ends again
             self.path.unlink(missing_ok=True)
         if not self.metrics:  # the run's first stage (fitting, or eval.py's testing)
-            self.metrics = {"status": "completed", **self.identity}
+            self.metrics = {"status": Status.COMPLETED, **self.identity}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -86,7 +93,9 @@ class RunRecord(Callback):
             return
         if trainer.is_global_zero:
             self._log_hparams(trainer)
-            write_json(self.path, self.metrics)
+            for tracker in self.trackers:
+                tracker.finish(trainer, self.metrics)
+            write_record(self.output_dir, self.metrics)
 
     def _log_hparams(self, trainer: L.Trainer) -> None:
         values = {tag: self.metrics[name] for name, tag in HPARAMS_METRICS.items() if name in self.metrics}

@@ -18,8 +18,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_logreg.errors import UserError, in_multirun, one_line, record_status
-from mnist_logreg.runs.resume import in_submitit_job, last_checkpoint_path, resume_command
+from mnist_logreg.callbacks.checkpoint import last_checkpoint_path
+from mnist_logreg.errors import UserError, one_line
+from mnist_logreg.outputs import Status, write_status
+from mnist_logreg.runtime import in_multirun, in_submitit_job, output_dir, resume_command
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +204,7 @@ class StopOnInterrupt(Callback):
     @staticmethod
     def _record_interrupted(trainer: L.Trainer, reason: str) -> None:
         if trainer.is_global_zero and in_multirun():
-            record_status("interrupted", reason)
+            write_status(output_dir(), Status.INTERRUPTED, reason)
 
     def _restore_handlers(self) -> None:
         while self._previous_handlers:  # popped one by one: a signal handled meanwhile pops its own

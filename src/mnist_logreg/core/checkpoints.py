@@ -14,8 +14,9 @@ from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.files import replaced_atomically
 
-BEST = "logs/runs/<run>/checkpoints/best.ckpt"
-LAST = "logs/runs/<run>/checkpoints/last.ckpt"
+# Where train.py keeps its checkpoints, for the messages that ask for one.
+EXAMPLE_BEST = "logs/runs/<run>/checkpoints/best.ckpt"
+EXAMPLE_LAST = "logs/runs/<run>/checkpoints/last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,7 +56,7 @@ def _existing_file(ckpt_path: str | os.PathLike | None, example: str) -> Path:
     return path
 
 
-def _unreadable(path: Path, error: BaseException, example: str = BEST) -> CheckpointError:
+def _unreadable(path: Path, error: BaseException, example: str = EXAMPLE_BEST) -> CheckpointError:
     reason = "truncated, or not a checkpoint file"
     # torch.save writes zip archives; only a whole one can hold objects that weights_only refuses.
     if zipfile.is_zipfile(path) and "Weights only load failed" in str(error):
@@ -91,13 +92,13 @@ def load_model(ckpt_path: str | os.PathLike | None) -> LogisticRegression:
 
     Anything that is not a checkpoint of this model is refused in one `CheckpointError` line.
     """
-    path = _existing_file(ckpt_path, BEST)
+    path = _existing_file(ckpt_path, EXAMPLE_BEST)
     try:
         model = LogisticRegression.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except KeyError as error:  # a dict without Lightning's keys
         raise CheckpointError(
             f"ckpt_path={path} is not a checkpoint written by train.py (it has no {error.args[0]}): give a "
-            f"file that train.py wrote, such as {BEST}"
+            f"file that train.py wrote, such as {EXAMPLE_BEST}"
         ) from None
     except (RuntimeError, TypeError, ValueError) as error:  # another shape, or another model's arguments
         if not zipfile.is_zipfile(path) or "Weights only load failed" in str(error):

@@ -11,7 +11,6 @@ itself, and the server listens on loopback unless `server_name` says otherwise.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 from dataclasses import dataclass
@@ -23,11 +22,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.callbacks.figures import WEIGHTS_CMAP, render
+from mnist_logreg.callbacks.figures import WEIGHTS_CMAP
 from mnist_logreg.core.checkpoints import load_model
 from mnist_logreg.core.model import LogisticRegression
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.inference.preprocess import SIZE, ImageError, to_mnist
+from mnist_logreg.outputs import read_record
+from mnist_logreg.plotting import render
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install -e ".[demo]"'
 RUNS = "logs/runs/*/checkpoints/best.ckpt"
 ZOOM = 10  # each of the model's pixels is shown as a ZOOM x ZOOM square, sharp at any browser zoom
 CANVAS = (400, 400)  # width, height
@@ -51,10 +51,9 @@ class DemoError(UserError):
 
 def require_gradio() -> ModuleType:
     """Import gradio, or say how to install it: the demo is an extra, not a dependency of training."""
-    try:
-        import gradio
-    except ImportError:
-        raise DemoError(f"the demo needs gradio, which is not installed: {INSTALL_HINT}") from None
+    require_extra("demo", "gradio", needed_by="the demo")
+    import gradio
+
     return gradio
 
 
@@ -157,10 +156,8 @@ def numbers(reading: Reading) -> list[list[float]]:
 
 def model_summary(ckpt_path: Path) -> str:
     """The checkpoint's path, and its test accuracy when its run recorded one."""
-    metrics_file = ckpt_path.parent.parent / "metrics.json"
-    try:
-        accuracy = json.loads(metrics_file.read_text())["test/acc"]
-    except (OSError, ValueError, KeyError, TypeError):
+    accuracy = read_record(ckpt_path.parent.parent).get("test/acc")
+    if not isinstance(accuracy, (int, float)):
         return f"Model: `{ckpt_path}`"
     return f"Model: `{ckpt_path}`, {accuracy:.1%} right on MNIST's 10,000 test digits"
 

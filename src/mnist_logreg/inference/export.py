@@ -20,13 +20,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mnist_logreg.core.checkpoints import load_model
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.files import replaced_atomically
 from mnist_logreg.runs.config import build
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = 'pip install -e ".[export]"'
 INPUT, OUTPUT = "pixels", "logits"
 
 
@@ -108,7 +107,5 @@ def export(cfg: DictConfig) -> Path:
 
 def require(module: str) -> ModuleType:
     """Import an export-only dependency, or say how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ExportError(f"export needs {module}, which is not installed: {INSTALL_HINT}") from None
+    require_extra("export", module, needed_by="export")
+    return importlib.import_module(module)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,17 @@ from lightning.pytorch.callbacks import (
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
 from omegaconf import DictConfig
 
+from mnist_logreg.callbacks.mlflow_run import MLflowRun
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.core.model import LogisticRegression
-from mnist_logreg.errors import UserError, in_multirun
+from mnist_logreg.errors import require_extra
+from mnist_logreg.naming import run_name, sweep_name
+from mnist_logreg.outputs import HYDRA
 from mnist_logreg.runs.config import build
+from mnist_logreg.runtime import in_multirun
 from mnist_logreg.tracking.hparams import flatten_config, group_choices, hyperparameters
-from mnist_logreg.tracking.mlflow import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
-from mnist_logreg.tracking.naming import run_name, sweep_name
+from mnist_logreg.tracking.mlflow import logger_options, mlflow_logger
 
 
 def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
@@ -46,17 +48,22 @@ def build_model(cfg: DictConfig) -> LogisticRegression:
     return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
 
 
+def build_record(cfg: DictConfig, identity: dict[str, Any]) -> RunRecord:
+    """The run's record (`metrics.json`, written when its last stage ends), with `identity` in it."""
+    last_stage = "test" if cfg.get("test", True) else "fit"
+    return RunRecord(cfg.paths.output_dir, last_stage, hyperparameters(cfg), identity)
+
+
 def build_trainer(
-    cfg: DictConfig, identity: dict[str, Any] | None = None, resumed: dict[str, Any] | None = None
+    cfg: DictConfig, record: RunRecord | None = None, mlflow_run_id: str | None = None
 ) -> L.Trainer:
-    """The Trainer with the config's callbacks and loggers (`callbacks.<name>=null` switches one off), and the
-    run's record: `metrics.json` with `identity` in it (None: no record), and the MLflow run's life when an
-    MLflow logger is configured. `resumed`: the checkpoint a resumed run starts from (its MLflow run goes on).
+    """The Trainer with the config's callbacks and loggers (`callbacks.<name>=null` switches one off), then
+    the MLflow run's life when an MLflow logger is configured (`mlflow_run_id`: the run a resume goes on
+    with), then `record` (None: no record), which hands the MLflow run its final metrics before it writes.
     """
     name = run_name()
-    resumed_run_id = (resumed or {}).get(RUN_ID_KEY)
     loggers = [
-        build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id))
+        build(f"logger.{key}", node, **_logger_options(key, node, name, mlflow_run_id))
         for key, node in _entries(cfg, "logger")
     ]
     callbacks = [build(f"callbacks.{key}", node) for key, node in _entries(cfg, "callbacks")]
@@ -65,8 +72,13 @@ def build_trainer(
     # Where the output goes decides how progress is shown: rich's live bar in a terminal, one log line per
     # epoch in a file or a pipe; a sweep's jobs show no model summary each.
     callbacks = console_callbacks(callbacks, terminal=sys.stdout.isatty(), multirun=in_multirun())
-    last_stage = "test" if cfg.get("test", True) else "fit"
-    callbacks += _record_callbacks(cfg, loggers, last_stage, identity)
+    if mlflow_logger(loggers) is not None:
+        mlflow_run = _mlflow_run(cfg)
+        callbacks.append(mlflow_run)
+        if record is not None:
+            record.trackers.append(mlflow_run)
+    if record is not None:
+        callbacks.append(record)
     options = {}
     # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.
     if "enable_progress_bar" not in cfg.trainer and not any(isinstance(c, ProgressBar) for c in callbacks):
@@ -93,34 +105,28 @@ def console_callbacks(callbacks: list[Callback], terminal: bool, multirun: bool 
     return kept
 
 
-def _record_callbacks(
-    cfg: DictConfig, loggers: list, last_stage: str, identity: dict[str, Any] | None
-) -> list[Callback]:
-    """The MLflow run (if any) and then the run record: the MLflow run's last artifacts go in before
-    `metrics.json`, which is written last."""
+def _mlflow_run(cfg: DictConfig) -> MLflowRun:
+    """The MLflow run's params (the flattened config and the group choices), tags (the `tags` list, the run
+    directory, the sweep) and what it keeps at the end (the config file, the figures)."""
     output_dir = Path(cfg.paths.output_dir)
-    callbacks: list[Callback] = []
-    if mlflow_logger(loggers) is not None:
-        tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
-        tags["run_dir"] = str(output_dir.resolve())
-        if in_multirun():
-            tags["sweep"] = sweep_name()
-        params = {**group_choices(), **flatten_config(cfg)}
-        callbacks.append(MLflowRun(params, tags, output_dir / ".hydra" / "config.yaml", last_stage))
-    if identity is not None:
-        callbacks.append(RunRecord(output_dir, last_stage, hyperparameters(cfg), identity))
-    return callbacks
+    tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
+    tags["run_dir"] = str(output_dir.resolve())
+    if in_multirun():
+        tags["sweep"] = sweep_name()
+    params = {**group_choices(), **flatten_config(cfg)}
+    figures = (cfg.get("callbacks") or {}).get("figures")
+    figures_dir = figures.get("dirpath") if figures is not None else None
+    return MLflowRun(params, tags, output_dir / HYDRA / "config.yaml", figures_dir)
 
 
-def _logger_options(key: str, node: DictConfig, name: str, resumed_run_id: str | None) -> dict[str, Any]:
+def _logger_options(key: str, node: DictConfig, name: str, mlflow_run_id: str | None) -> dict[str, Any]:
     """What a logger's config cannot say: the run's name (MLflow, W&B) and the MLflow run a resume goes on
     with."""
     target = get_object(node._target_) if "_target_" in node else None
     if isinstance(target, type) and issubclass(target, MLFlowLogger):
-        return logger_options(key, node, name, resumed_run_id)
+        return logger_options(key, node, name, mlflow_run_id)
     if isinstance(target, type) and issubclass(target, WandbLogger):
-        if importlib.util.find_spec("wandb") is None:
-            raise UserError(f'logger.{key} needs wandb, which is not installed: pip install -e ".[wandb]"')
+        require_extra("wandb", "wandb", needed_by=f"logger.{key}")
         return {"name": name} if node.get("name") is None else {}
     return {}
 

@@ -36,8 +36,12 @@ class ConfigError(UserError):
     """A config value that cannot work: a wrong type, a number out of range, an option its target lacks."""
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Refuse bad values before any data is read: seed, learning rate, unknown options, optimizer values."""
+def check_config(cfg: DictConfig) -> torch.optim.Optimizer:
+    """Refuse bad values before any data is read: seed, learning rate, unknown options, optimizer values.
+
+    Returns the optimizer built to check its values (on a dummy parameter): a resume checks the checkpoint's
+    optimizer settings against it (`resume.check_resume`), so the config builds one optimizer before `fit`.
+    """
     seed = cfg.get("seed")
     if not _is_int(seed) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed={seed!r} is invalid: it must be a whole number from 0 to 2**32 - 1.")
@@ -56,7 +60,7 @@ def check_config(cfg: DictConfig) -> None:
     # The optimizer is a partial that torch first sees inside `fit`; one built on a dummy parameter now makes
     # torch check its values (momentum, betas, ...) before the data is loaded.
     try:
-        instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
+        return instantiate(cfg.optimizer)([torch.zeros(1, requires_grad=True)])
     except (ValueError, TypeError) as error:
         raise ConfigError(f"optimizer: {one_line(error)} (refused by {cfg.optimizer._target_}).") from None
 

@@ -3,18 +3,12 @@ harmless library chatter silenced, and a short results table at the end."""
 
 from __future__ import annotations
 
-import io
 import logging
-import shlex
 import sys
 import warnings
 from typing import Any, TextIO
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback as HydraCallback
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from mnist_logreg.errors import in_multirun
+from mnist_logreg.runtime import in_multirun
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +50,6 @@ def format_results(metrics: dict[str, Any]) -> str:
     return "\n".join(f"  {name:<{width}}  {value}" for name, value in rows)
 
 
-def command_line(script: str, *added: str, drop: tuple[str, ...] = ()) -> str:
-    """`python <script>` with this run's command-line overrides, less those starting with `drop` (and
-    Hydra's own), plus `added`: a command to print that reruns this run with a change."""
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra.", *drop))]
-    return " ".join(["python", script, *map(shlex.quote, kept), *added])
-
-
 class StdoutHandler(logging.StreamHandler):
     """The console's log handler (conf/hydra/default.yaml): it writes each record to `sys.stdout` as it is
     then, not as it was when logging was set up. While rich's progress bar is live, `sys.stdout` is rich's
@@ -75,38 +61,3 @@ class StdoutHandler(logging.StreamHandler):
     def emit(self, record: logging.LogRecord) -> None:
         self.setStream(sys.stdout)
         super().emit(record)
-
-
-def config_tree(cfg: DictConfig, resolve: bool = True) -> str:
-    """The composed config, resolved, as a tree: a branch per group (and per logger and callback), its
-    settings in YAML. Plain text (rich draws it without colour), so that train.log holds it as shown."""
-    from rich.console import Console
-    from rich.tree import Tree
-
-    tree = Tree("config")
-    for key, value in cfg.items_ex(resolve=resolve):
-        _add_branch(tree, str(key), value, resolve)
-    console = Console(file=io.StringIO(), width=1000, color_system=None)
-    console.print(tree)
-    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
-
-
-def _add_branch(tree: Any, key: str, value: Any, resolve: bool) -> None:
-    entries = value.items_ex(resolve=False) if isinstance(value, DictConfig) else ()
-    if entries and all(isinstance(entry, DictConfig) for _, entry in entries):
-        branch = tree.add(key)  # `logger`, `callbacks`: a branch per entry
-        for name, entry in value.items_ex(resolve=resolve):
-            _add_branch(branch, str(name), entry, resolve)
-    elif isinstance(value, (DictConfig, ListConfig)) and len(value):
-        tree.add(key).add(OmegaConf.to_yaml(value, resolve=resolve).rstrip())
-    else:
-        tree.add(OmegaConf.to_yaml({key: value}).rstrip())
-
-
-class ConfigTreeOnce(HydraCallback):
-    """At the start of a sweep, the composed config as a tree, once; a job then prints no tree of its own
-    (the launcher shows its overrides). Unresolved: what refers to a job's directory differs per job."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
-        log.info("Config (each job adds its own overrides):\n%s", config_tree(task, resolve=False))

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import lightning as L
 
-from mnist_logreg.errors import UserError, in_multirun
+from mnist_logreg.errors import UserError
+from mnist_logreg.runtime import in_multirun
 
 
 def refuse_relaunch_in_multirun(trainer: L.Trainer) -> None:

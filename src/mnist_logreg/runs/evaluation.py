@@ -8,9 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.core.checkpoints import load_model
-from mnist_logreg.runs.assembly import build_datamodule, build_trainer
+from mnist_logreg.runs.assembly import build_datamodule, build_record, build_trainer
 from mnist_logreg.runs.config import check_parts
 from mnist_logreg.runs.console import format_results, quiet_libraries
 
@@ -23,9 +22,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     check_parts(cfg)
     model = load_model(cfg.get("ckpt_path"))
-    trainer = build_trainer(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
+    record = build_record(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
+    trainer = build_trainer(cfg, record)
     trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
-    metrics = RunRecord.of(trainer).metrics
+    metrics = record.metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))
     return metrics

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from mnist_logreg.files import replaced_atomically, write_json
 from mnist_logreg.runs.assembly import build_datamodule, build_model, build_trainer
 from mnist_logreg.runs.config import check_config
-from mnist_logreg.runs.console import command_line, quiet_libraries
+from mnist_logreg.runs.console import quiet_libraries
+from mnist_logreg.runtime import command_line
 
 log = logging.getLogger(__name__)
 

@@ -2,90 +2,32 @@
 
 A resumed run ends with the numbers of a run never stopped: the data order is drawn from the seed and the
 epoch (`data.EpochOrder`), the batches already trained on are skipped (`data.TensorBatches`), Lightning
-restores the model, optimizer, scheduler, loops and callbacks, and `ResumableCheckpoint` adds the random
-number generators and the best checkpoint so far.
+restores the model, optimizer, scheduler, loops and callbacks, and `ResumableCheckpoint`
+(callbacks/checkpoint.py) adds the random number generators and the best checkpoint so far.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
-import shlex
-import shutil
-import sys
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
-from mnist_logreg.core.checkpoints import LAST, CheckpointError, read_checkpoint
+from mnist_logreg.core.checkpoints import EXAMPLE_LAST, CheckpointError, read_checkpoint
 from mnist_logreg.core.model import upgrade_checkpoint
-from mnist_logreg.files import replaced_atomically
-from mnist_logreg.runs.console import command_line
+from mnist_logreg.outputs import is_finished, last_checkpoint
+from mnist_logreg.runtime import in_submitit_job
 
 log = logging.getLogger(__name__)
 
 # A resumed run must see the same data in the same order, through the same input transform, as the run it
 # continues.
 RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
-
-
-class ResumableCheckpoint(ModelCheckpoint):
-    """Lightning's `ModelCheckpoint` plus what a resume needs that Lightning 2.6 leaves out.
-
-    - The global RNG states (torch, CUDA, NumPy, Python) go into each checkpoint and come back on resume, so
-      anything random during training (dropout, augmentation) continues the stream it would have drawn.
-    - A run resumed into a new directory: Lightning then forgets the best score, and the next validation
-      becomes "best" whatever its value. Here the best checkpoint is copied into the new directory with its
-      score, so the resumed run tests the checkpoint that an uninterrupted run would have tested.
-
-    `last.ckpt` after every validation comes from a second, plain `ModelCheckpoint` (callbacks/default.yaml):
-    Lightning writes this one's `save_last` only when it also writes a new best.
-    """
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng_states": _rng_states()}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state = dict(state_dict)
-        if "rng_states" in state:
-            _set_rng_states(state.pop("rng_states"))
-        saved_dir = state.get("dirpath")
-        if saved_dir and self.dirpath and os.path.realpath(saved_dir) != self.dirpath:
-            state = self._carry_best_over(state)
-        super().load_state_dict(state)
-
-    def _carry_best_over(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Copy the previous run's best checkpoints here and point the saved state at the copies."""
-        old_paths = list(state.get("best_k_models") or {})
-        missing = [p for p in old_paths if not Path(p).is_file()]
-        if missing:
-            log.warning("%s is gone: the best checkpoint is chosen afresh from this run on", missing[0])
-            return state
-        moved = {}
-        for old in old_paths:
-            new = Path(self.dirpath) / Path(old).name
-            with replaced_atomically(new) as tmp:
-                shutil.copyfile(old, tmp)
-            moved[old] = str(new)
-        return {
-            **state,
-            "dirpath": self.dirpath,
-            "best_k_models": {moved[p]: score for p, score in state["best_k_models"].items()},
-            "best_model_path": moved.get(state.get("best_model_path"), ""),
-            "kth_best_model_path": moved.get(state.get("kth_best_model_path"), ""),
-            "last_model_path": "",
-        }
 
 
 def check_resume(
@@ -98,10 +40,11 @@ def check_resume(
     """The checkpoint at `path`, read once; refused if it cannot be resumed, or would silently continue a
     different run.
 
-    `optimizer` is one built from this run's config: Lightning restores the optimizer's saved state, learning
-    rate included, so a different optimizer or setting in the config would be ignored without a word.
+    `optimizer` is one built from this run's config (for its settings; its parameters do not matter):
+    Lightning restores the optimizer's saved state, learning rate included, so a different optimizer or
+    setting in the config would be ignored without a word.
     """
-    checkpoint = read_checkpoint(path, ("state_dict", "loops", "optimizer_states"), LAST)
+    checkpoint = read_checkpoint(path, ("state_dict", "loops", "optimizer_states"), EXAMPLE_LAST)
     upgrade_checkpoint(checkpoint)
     epoch = checkpoint.get("epoch", 0)
     if max_epochs not in (None, -1) and epoch > max_epochs:
@@ -168,14 +111,17 @@ def _plain(value: Any) -> Any:
 
 
 def resume_point(
-    cfg: DictConfig, model: L.LightningModule, datamodule: L.LightningDataModule
+    cfg: DictConfig,
+    model: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    optimizer: torch.optim.Optimizer,
 ) -> tuple[str | None, dict[str, Any] | None]:
     """The checkpoint this run starts from and its contents, checked against this run's config
-    (`check_resume`); `(None, None)` for a fresh start."""
+    (`check_resume`; `optimizer`: the one `config.check_config` built from it); `(None, None)` for a fresh
+    start."""
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if not ckpt_path:
         return None, None
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
     return ckpt_path, check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
 
 
@@ -191,8 +137,8 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
     another run's checkpoint has moved on since). A new sweep's job, or a finished one run again in the same
     directory, starts as `ckpt_path` says. Lightning does the same on SLURM with its own requeue checkpoint.
     """
-    last = Path(output_dir) / "checkpoints" / "last.ckpt"
-    if in_submitit_job() and last.is_file() and not _finished(Path(output_dir)):
+    last = last_checkpoint(output_dir)
+    if in_submitit_job() and last.is_file() and not is_finished(output_dir):
         log.info("This submitit job was stopped before: continuing from %s", last)
         resolved: str | None = str(last)
     elif ckpt_path != "auto":
@@ -207,65 +153,3 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | No
         # Resumed in its own directory, whose checkpoints Lightning would warn about as if they were strays.
         warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     return resolved
-
-
-def in_submitit_job() -> bool:
-    """Whether this process runs a job that submitit submitted, by submitit's own `JobEnvironment`.
-
-    A submitit job is run by submitit, so submitit is imported already; a run that has not imported it is
-    no submitit job, and is spared the import."""
-    if "submitit" not in sys.modules:
-        return False
-    import submitit
-
-    try:
-        submitit.JobEnvironment()
-    except RuntimeError:  # "Could not figure out which environment the job is running in"
-        return False
-    return True
-
-
-def _finished(output_dir: Path) -> bool:
-    try:
-        return json.loads((output_dir / "metrics.json").read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        return False
-
-
-def resume_command(path: Path) -> str:
-    """The command that finishes this run: its own overrides (a resume needs the settings it was trained
-    with) and `ckpt_path=<path>`, in a new run directory. A run started with `ckpt_path=auto` is given its
-    own command again, in its own directory, where `auto` finds `path`."""
-    script = sys.argv[0] or "train.py"
-    overrides = HydraConfig.get().overrides.task if HydraConfig.initialized() else []
-    if "ckpt_path=auto" in overrides and path.parent.parent == Path(HydraConfig.get().runtime.output_dir):
-        return command_line(script, f"hydra.run.dir={shlex.quote(str(path.parent.parent))}")
-    return command_line(script, f"ckpt_path={path}", drop=("ckpt_path=",))
-
-
-def last_checkpoint_path(trainer: L.Trainer) -> Path:
-    """Where the run keeps `last.ckpt`: beside the checkpoint callback's files, else in the run directory."""
-    callback = trainer.checkpoint_callback
-    directory = getattr(callback, "dirpath", None) or Path(trainer.default_root_dir) / "checkpoints"
-    return Path(directory) / "last.ckpt"
-
-
-def _rng_states() -> dict[str, Any]:
-    # Plain values and tensors only: checkpoints load with `torch.load(weights_only=True)`.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-        "python": random.getstate(),
-    }
-
-
-def _set_rng_states(states: Mapping[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    version, internal, gauss_next = states["python"]
-    random.setstate((version, tuple(internal), gauss_next))

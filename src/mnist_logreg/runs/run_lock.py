@@ -16,8 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from mnist_logreg.errors import UserError
-
-LOCK_FILE = ".lock"
+from mnist_logreg.outputs import LOCK
 
 
 class RunDirectoryInUse(UserError):
@@ -38,7 +37,7 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
         return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

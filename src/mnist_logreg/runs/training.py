@@ -9,13 +9,14 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.callbacks.run_record import RunRecord
-from mnist_logreg.errors import in_multirun
-from mnist_logreg.runs.assembly import build_datamodule, build_model, build_trainer
+from mnist_logreg.callbacks.config_tree import config_tree
+from mnist_logreg.runs.assembly import build_datamodule, build_model, build_record, build_trainer
 from mnist_logreg.runs.config import check_config
-from mnist_logreg.runs.console import config_tree, format_results, quiet_libraries
+from mnist_logreg.runs.console import format_results, quiet_libraries
 from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.runs.resume import resume_point
+from mnist_logreg.runtime import in_multirun, run_identity
+from mnist_logreg.tracking.mlflow import RUN_ID_KEY
 
 log = logging.getLogger(__name__)
 
@@ -24,21 +25,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit on the training split, test the best checkpoint on the official 10k test images, and return what
     the run record wrote to `metrics.json` (written last: a run directory that has one is a finished run)."""
     quiet_libraries()
-    check_config(cfg)
+    optimizer = check_config(cfg)
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
-    ckpt_path, resumed = resume_point(cfg, model, datamodule)  # checked before the trainer says anything
-    trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
+    # Checked before the trainer says anything; a resumed run goes on logging to its own MLflow run.
+    ckpt_path, resumed = resume_point(cfg, model, datamodule, optimizer)
+    record = build_record(cfg, run_identity(cfg))
+    trainer = build_trainer(cfg, record, mlflow_run_id=(resumed or {}).get(RUN_ID_KEY))
     refuse_relaunch_in_multirun(trainer)
-    if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (console.ConfigTreeOnce)
+    if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (callbacks/config_tree.py)
         log.info("Config:\n%s", config_tree(cfg))
     trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     if cfg.test:
         trainer.test(model, datamodule=datamodule, ckpt_path=best_checkpoint(trainer), verbose=False)
-    metrics = RunRecord.of(trainer).metrics
+    metrics = record.metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))
     return metrics
@@ -48,14 +51,3 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The checkpoint with the best `val/acc`; None (the last weights) without a model checkpoint."""
     checkpoint = trainer.checkpoint_callback
     return (checkpoint.best_model_path if checkpoint is not None else "") or None
-
-
-def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What says which run this was, beside its results: the seed, and a search trial's study and number."""
-    identity: dict[str, Any] = {"seed": cfg.seed}
-    trial = cfg.get("trial") or {}
-    if trial.get("study_name") is not None:
-        identity["study"] = trial.study_name
-    if trial.get("number") is not None:
-        identity["trial"] = trial.number
-    return identity

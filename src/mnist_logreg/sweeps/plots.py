@@ -26,6 +26,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_logreg.files import replaced_atomically
+from mnist_logreg.plotting import render
 from mnist_logreg.sweeps.summary import (
     Edge,
     Job,
@@ -183,8 +184,6 @@ def save_plots(sweep_dir: Path, figures: dict[str, Figure]) -> None:
     """Each figure as `plots/<name>.png` and as an image in TensorBoard (the event file in `plots/`)."""
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
-
-    from mnist_logreg.callbacks.figures import render
 
     directory = sweep_dir / PLOTS_DIR
     directory.mkdir(parents=True, exist_ok=True)

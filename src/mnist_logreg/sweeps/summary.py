@@ -19,7 +19,6 @@ Any time, without running a trial (another worker's search still running, say):
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -36,26 +35,25 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.files import replaced_atomically, write_text
+from mnist_logreg.naming import short_number
+from mnist_logreg.outputs import Status, read_record
 from mnist_logreg.sweeps.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, open_storage
-from mnist_logreg.tracking.naming import short_number
 
 log = logging.getLogger(__name__)
 
 METRICS = ("val/acc", "test/acc", "test/loss", "fit_time_s")
 # Overrides that a search gives each job to say which trial it is: not parameters, so not columns.
 HIDDEN = ("trial.", "callbacks.optuna_pruning")
-NOT_FAILED = (
-    "completed",
-    "pruned",
-    "running",
-    "waiting",
-)  # a pruned trial is part of a search, not a failure
+# A study's trials still under way (and a job's recorded `Status`es besides).
+RUNNING, WAITING = "running", "waiting"
+# A pruned trial is part of a search, not a failure.
+NOT_FAILED = (Status.COMPLETED, Status.PRUNED, RUNNING, WAITING)
 STATES = {
-    "COMPLETE": "completed",
-    "PRUNED": "pruned",
-    "FAIL": "failed",
-    "RUNNING": "running",
-    "WAITING": "waiting",
+    "COMPLETE": Status.COMPLETED,
+    "PRUNED": Status.PRUNED,
+    "FAIL": Status.FAILED,
+    "RUNNING": RUNNING,
+    "WAITING": WAITING,
 }
 LOG_KEYS = ("lr", "max_lr", "weight_decay")  # the last part of a key whose values span decades
 EDGE_FRACTION = 0.05  # an Optuna best this close to a bound (of the range's width, log or not) is at its edge
@@ -71,7 +69,7 @@ class Job:
 
     name: str  # the job's number ("0" of the directory "0_lr-0.1"); a trial's number
     overrides: dict[str, str]  # as typed: {"optimizer.lr": "0.01"}
-    status: str  # "completed", "failed", "interrupted"; a trial's also "pruned", "running", "waiting"
+    status: str  # a recorded `Status`; a trial's also "running" or "waiting"
     error: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     trial: bool = False  # a trial of an Optuna study, named by its number
@@ -80,7 +78,7 @@ class Job:
 
     def score(self, metric: str) -> float | None:
         value = self.metrics.get(metric)
-        if self.status != "completed" or not isinstance(value, (int, float)) or math.isnan(value):
+        if self.status != Status.COMPLETED or not isinstance(value, (int, float)) or math.isnan(value):
             return None
         return float(value)
 
@@ -173,24 +171,19 @@ def read_jobs(sweep_dir: Path) -> list[Job]:
             key = key.lstrip("+~")
             if not key.startswith(HIDDEN):
                 overrides[key] = value
-        metrics = read_metrics(job_dir)
+        metrics = read_record(job_dir)
         relative = job_dir.relative_to(sweep_dir).as_posix()
         jobs.append(
             Job(
                 name=relative.split("_", 1)[0] if re.match(r"\d+_", relative) else relative,
                 directory=relative,
                 overrides=overrides,
-                status=metrics.pop("status", "failed"),
+                status=metrics.pop("status", Status.FAILED),
                 error=metrics.pop("error", "" if metrics else NOT_FINISHED),
                 metrics=metrics,
             )
         )
     return sorted(jobs, key=lambda job: _natural_key(job.name))
-
-
-def read_metrics(job_dir: Path) -> dict[str, Any]:
-    metrics_file = job_dir / "metrics.json"
-    return json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
 
 
 def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
@@ -205,11 +198,11 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
     jobs = []
     for trial in trials:
         job_dir = trial.user_attrs.get(JOB_DIR)  # none: the trial never ran (it could not be composed)
-        metrics = read_metrics(Path(job_dir)) if job_dir else {}
+        metrics = read_record(Path(job_dir)) if job_dir else {}
         status = STATES.get(trial.state.name, trial.state.name.lower())
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
-        if status == "failed" and recorded is None:
+        if status == Status.FAILED and recorded is None:
             error = trial.user_attrs.get(ERROR, LOST)
         if trial.number in retries:
             error = f"{error}; tried again as trial {retries[trial.number]}".lstrip("; ")
@@ -256,12 +249,12 @@ def sort_best_first(jobs: list[Job], metric: str, mode: str) -> list[Job]:
     def key(job: Job) -> tuple[int, float]:
         value = job.metrics.get(metric)
         if (
-            job.status not in ("completed", "pruned")
+            job.status not in (Status.COMPLETED, Status.PRUNED)
             or not isinstance(value, (int, float))
             or math.isnan(value)
         ):
             return 2, 0.0
-        return int(job.status == "pruned"), -value if mode == "max" else value
+        return int(job.status == Status.PRUNED), -value if mode == "max" else value
 
     return sorted(jobs, key=key)
 

@@ -5,10 +5,8 @@ Lightning's `MLFlowLogger` logs the same metrics as TensorBoard while the run tr
 adds what the logger leaves to its user:
 - before the logger is built, the store's tables and the experiment are created under a lock: the jobs of a
   parallel sweep would otherwise race to create them, and all but one fail (`logger_options`);
-- the run's life, in one callback (`MLflowRun`): at the start, the flattened config as params, the `tags`
-  list as tags (and `run_dir`, `sweep`); in every checkpoint, the MLflow run's id, so that a run resumed
-  from it (`ckpt_path=`) logs to that run; at the end, the final metrics (`val/acc_best`: the tested
-  checkpoint's) and the artifacts: the figures, `metrics.json`, `.hydra/config.yaml` and the best checkpoint;
+- the run's life, in one callback (`callbacks/mlflow_run.py`): params and tags at the start, the run's id
+  in every checkpoint, the final metrics and the artifacts at the end;
 - a run stopped by a signal (Ctrl-C, SIGTERM, a requeue) ends KILLED, not FAILED: it is resumable
   (`MLflowLogger`, where Lightning ends the run).
 
@@ -20,22 +18,16 @@ for each other's writes to that file (SQLite's busy timeout), so parallel jobs o
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 from filelock import FileLock
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
 
-from mnist_logreg.callbacks.figures import ModelFigures
-from mnist_logreg.callbacks.run_record import RunRecord
-from mnist_logreg.errors import UserError
+from mnist_logreg.errors import require_extra
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -52,8 +44,7 @@ def logger_options(name: str, node: DictConfig, run_name: str, resumed_run_id: s
 
     Creates the store and the experiment first (see `prepare_store`).
     """
-    if importlib.util.find_spec("mlflow") is None:
-        raise UserError(f'logger.{name} needs MLflow, which is not installed: pip install -e ".[mlflow]"')
+    require_extra("mlflow", "mlflow", needed_by=f"logger.{name}")
     client = prepare_store(node)
     options: dict[str, Any] = {}
     if node.get("run_name") is None:
@@ -120,87 +111,3 @@ class MLflowLogger(MLFlowLogger):
 
 def mlflow_logger(loggers: list[Logger]) -> MLFlowLogger | None:
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
-
-
-class MLflowRun(Callback):
-    """The MLflow run's life around Lightning's logger, on rank 0.
-
-    - at the start (`setup`): the run is RUNNING (a resumed one was ended before), with `params` (MLflow keeps
-      a run's first params: a resumed run adds new ones only) and `tags`;
-    - in every checkpoint: the run's id, so that a run resumed from it continues the same MLflow run;
-    - at the end (`teardown` of the run's last stage, before `metrics.json` is written): the final metrics
-      (`val/acc` as `val/acc_best`: the tested checkpoint's, not the last validation's) and the artifacts:
-      `metrics.json`'s content, `config_file`, the figures and the best checkpoint.
-    """
-
-    def __init__(
-        self,
-        params: dict[str, Any],
-        tags: dict[str, str],
-        config_file: str | Path | None = None,
-        last_stage: str = "test",
-    ) -> None:
-        self.params = params
-        self.tags = tags
-        self.config_file = Path(config_file) if config_file else None
-        self.last_stage = last_stage
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = mlflow_logger(trainer.loggers)
-        if logger is None or stage != "fit" or not trainer.is_global_zero:
-            return
-        from mlflow.entities import RunTag
-
-        client, run_id = logger.experiment, logger.run_id
-        run = client.get_run(run_id)
-        if run.info.status != "RUNNING":  # a resumed run, stopped or failed before: it runs again
-            client.update_run(run_id, status="RUNNING")
-        recorded = run.data.params
-        changed = [
-            key for key, value in self.params.items() if key in recorded and recorded[key] != str(value)
-        ]
-        if changed:
-            key = changed[0]
-            log.warning(
-                "MLflow keeps a run's first params: %s=%s stays, not %s (%d differ)",
-                key,
-                recorded[key],
-                self.params[key],
-                len(changed),
-            )
-        logger.log_hyperparams({key: value for key, value in self.params.items() if key not in recorded})
-        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in self.tags.items()])
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        logger = mlflow_logger(trainer.loggers)
-        if logger is not None:
-            checkpoint[RUN_ID_KEY] = logger.run_id
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        logger = mlflow_logger(trainer.loggers)
-        if logger is None or stage != self.last_stage or not trainer.is_global_zero:
-            return
-        from mlflow.entities import Metric
-
-        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)  # none: find_lr
-        metrics = record.metrics if record is not None else {}
-        client, run_id = logger.experiment, logger.run_id
-        logged = client.get_run(run_id).data.metrics
-        now = int(time.time() * 1000)
-        final = []
-        for key, value in metrics.items():
-            key = "val/acc_best" if key == "val/acc" else key
-            if isinstance(value, (int, float)) and key != "seed" and logged.get(key) != value:
-                final.append(Metric(key, float(value), now, trainer.global_step))
-        client.log_batch(run_id, metrics=final)
-        client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
-        if self.config_file is not None and self.config_file.is_file():
-            client.log_artifact(run_id, str(self.config_file), ".hydra")
-        for callback in trainer.callbacks:
-            if isinstance(callback, ModelFigures) and callback.dirpath.is_dir():
-                client.log_artifacts(run_id, str(callback.dirpath), "figures")
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if best:
-            client.log_artifact(run_id, best, "checkpoints")
