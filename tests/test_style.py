@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from helpers import ROOT
 
 
+@pytest.mark.slow  # starts ruff in processes of its own
 def test_the_tree_passes_ruff_as_pre_commit_runs_it() -> None:
     hooks = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())["repos"]
     (ruff,) = [repo for repo in hooks if repo["repo"].endswith("/ruff-pre-commit")]

@@ -54,6 +54,7 @@ class ResumableCheckpoint(ModelCheckpoint):
         if missing:
             log.warning("%s is gone: the best checkpoint is chosen afresh from this run on", missing[0])
             return state
+        assert self.dirpath is not None  # called only when this callback has a directory of its own
         moved = {}
         for old in old_paths:
             new = Path(self.dirpath) / Path(old).name
@@ -79,7 +80,9 @@ def last_checkpoint_path(trainer: L.Trainer) -> Path:
 
 def _rng_states() -> dict[str, Any]:
     # Plain values and tensors only: checkpoints load with `torch.load(weights_only=True)`.
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = np.random.get_state(legacy=True)
+    assert isinstance(state, tuple)  # legacy=True: the tuple form, which `set_state` takes back
+    kind, keys, pos, has_gauss, gauss = state
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],

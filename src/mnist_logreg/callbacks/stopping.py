@@ -94,13 +94,16 @@ class StopOnInterrupt(Callback):
         if threading.current_thread() is not threading.main_thread():
             return
         self._requeue = submitit_requeue_handler()
-        for signum in self._by_priority()[1:]:
+        for signum in self._handled():
             if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 self._previous_handlers[signum] = signal.signal(signum, self._request_stop)
 
+    def _handled(self) -> list[int]:
+        return [signal.SIGINT, signal.SIGTERM, *([self._requeue[0]] if self._requeue else [])]
+
     def _by_priority(self) -> list[int | None]:
         """None (no signal) and the signals handled, least pressing first."""
-        return [None, signal.SIGINT, signal.SIGTERM, *([self._requeue[0]] if self._requeue else [])]
+        return [None, *self._handled()]
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
         priority = self._by_priority().index
@@ -221,8 +224,10 @@ def submitit_requeue_handler() -> tuple[int, Handler] | None:
     from submitit.core.job_environment import SignalHandler
 
     signum = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
-    handler = signal.getsignal(signum) if signum is not None else None
-    if isinstance(getattr(handler, "__self__", None), SignalHandler):
+    if signum is None:
+        return None
+    handler = signal.getsignal(signum)
+    if callable(handler) and isinstance(getattr(handler, "__self__", None), SignalHandler):
         return signum, handler
     return None
 

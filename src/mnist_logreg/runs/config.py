@@ -13,6 +13,7 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal, Union
 
 import torch
@@ -87,6 +88,7 @@ def check_options(key: str, node: Any) -> None:
         target = get_object(node._target_)
     except Exception:
         raise ConfigError(f"{key}._target_={node._target_} cannot be imported: check its spelling.") from None
+    parameters: Mapping[str, inspect.Parameter]
     try:
         parameters = inspect.signature(target).parameters
     except (TypeError, ValueError):  # a builtin without a signature: let the target judge its options
@@ -94,13 +96,13 @@ def check_options(key: str, node: Any) -> None:
     takes_any = not parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     allowed = [name for name in parameters if name not in ("self", "params", "args", "kwargs")]
     hints = _type_hints(target)
-    for option in node:
-        if str(option).startswith("_"):
+    for option in map(str, node):
+        if option.startswith("_"):
             continue
         if not takes_any and option not in parameters:
             close = difflib.get_close_matches(str(option), allowed, n=1)
             hint = f"did you mean {key}.{close[0]}?" if close else f"its options are {', '.join(allowed)}."
-            raise ConfigError(f"{key}.{option}={node[option]} is not an option of {node._target_}: {hint}")
+            raise ConfigError(f"{key}.{option}={node[option]!s} is not an option of {node._target_}: {hint}")
         value = node.get(option)
         if option in hints and not _fits(value, hints[option]):
             expected = _describe(hints[option])

@@ -41,7 +41,7 @@ def quiet_libraries() -> None:
 
 def format_results(metrics: dict[str, Any]) -> str:
     """The final table: accuracies and losses, then wall times."""
-    rows = [
+    rows: list[tuple[str, str]] = [
         (name, f"{metrics[name]:.4f}") for name in ("val/acc", "test/acc", "test/loss") if name in metrics
     ]
     times = (("fit time", "fit_time_s"), ("test time", "test_time_s"))

@@ -10,7 +10,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -74,9 +74,8 @@ def remove_unused_run_dir() -> None:
     if hydra.output_subdir:
         subdir = run_dir / hydra.output_subdir
         expected = {subdir, *(subdir / name for name in ("config.yaml", "hydra.yaml", "overrides.yaml"))}
-    log_file = OmegaConf.select(
-        hydra.job_logging, "handlers.file.filename", throw_on_resolution_failure=False
-    )
+    job_logging = cast(DictConfig, hydra.job_logging)  # typed as a dict, a DictConfig once composed
+    log_file = OmegaConf.select(job_logging, "handlers.file.filename", throw_on_resolution_failure=False)
     if log_file:
         expected.add(Path(log_file))
     expected.add(run_dir / LOCK)  # train.py's hold on the directory, released by now
@@ -120,6 +119,6 @@ def record_status(status: Status, reason: str, metrics: dict[str, Any] | None = 
     """
     from lightning.pytorch.utilities import rank_zero_only
 
-    if rank_zero_only.rank != 0:
+    if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # set on the function by Lightning
         return
     write_status(output_dir(), status, reason, metrics)

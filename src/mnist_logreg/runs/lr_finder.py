@@ -10,6 +10,7 @@ import lightning as L
 import matplotlib.pyplot as plt
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.tuner import Tuner
+from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from mnist_logreg.files import replaced_atomically, write_json
@@ -45,6 +46,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
         "command": train_command(suggestion),
     }
     figure = finder.plot(suggest=suggestion is not None)
+    assert isinstance(figure, Figure)  # drawn on a pyplot figure of its own (`show=False`, no `ax` given)
     figure.axes[0].set_title(f"Learning-rate range test ({cfg.optimizer._target_.rsplit('.', 1)[-1]})")
     path = output_dir / "figures" / "lr_find.png"
     with replaced_atomically(path) as tmp:

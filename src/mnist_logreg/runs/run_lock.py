@@ -32,7 +32,7 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
     the same directory) take nothing."""
     from lightning.pytorch.utilities import rank_zero_only
 
-    if rank_zero_only.rank != 0:
+    if rank_zero_only.rank != 0:  # type: ignore[attr-defined]  # set on the function by Lightning
         yield
         return
     run_dir = Path(run_dir)

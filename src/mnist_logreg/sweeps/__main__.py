@@ -27,7 +27,8 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
         default_mode = "min" if study.direction == optuna.study.StudyDirection.MINIMIZE else "max"
         optuna_plots(study, sweep_dir)
     elif (sweep_dir / "multirun.yaml").exists():
-        default_metric = OmegaConf.load(sweep_dir / "multirun.yaml").get("optimized_metric", default_metric)
+        multirun = OmegaConf.load(sweep_dir / "multirun.yaml")
+        default_metric = OmegaConf.select(multirun, "optimized_metric", default=default_metric)
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep_dir)}}})
     metric, mode = metric or default_metric, mode or default_mode
     SweepPlots(metric, mode).on_multirun_end(config)

@@ -26,8 +26,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_logreg.files import replaced_atomically
+from mnist_logreg.outputs import Status
 from mnist_logreg.plotting import render
 from mnist_logreg.sweeps.summary import (
+    RUNNING,
+    WAITING,
     Edge,
     Job,
     common_overrides,
@@ -41,6 +44,9 @@ from mnist_logreg.sweeps.summary import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
@@ -88,22 +94,25 @@ def metric_figure(
     """
     from matplotlib.figure import Figure
 
-    jobs = [job for job in jobs if key in job.overrides and job.status not in ("running", "waiting")]
+    jobs = [job for job in jobs if key in job.overrides and job.status not in (RUNNING, WAITING)]
     numeric = all(is_number(job.overrides[key]) for job in jobs)
 
     def values(some: list[Job]) -> list[Any]:
         return [float(job.overrides[key]) if numeric else job.overrides[key] for job in some]
 
-    completed = [job for job in jobs if job.score(metric) is not None]
+    scored = [(job, score) for job in jobs if (score := job.score(metric)) is not None]
+    completed = [job for job, _ in scored]
     pruned = [
-        job for job in jobs if job.status == "pruned" and isinstance(job.metrics.get(metric), (int, float))
+        job
+        for job in jobs
+        if job.status == Status.PRUNED and isinstance(job.metrics.get(metric), (int, float))
     ]
     failed = [job for job in jobs if job.score(metric) is None and job not in pruned]
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if not numeric:  # the categories' order: the jobs', failed ones included
         ax.xaxis.update_units(np.array(values(jobs), dtype=object))
-    scores = [job.score(metric) for job in completed]
+    scores = [score for _, score in scored]
     ax.scatter(values(completed), scores, label=f"completed ({len(completed)})")
     if pruned:
         ax.scatter(
@@ -155,12 +164,13 @@ def optuna_plots(study: Any, sweep_dir: Path) -> None:
     import matplotlib
     import optuna
     from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as optuna_matplotlib
 
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not completed:
         return
-    plots = {"optuna_history": optuna_matplotlib.plot_optimization_history}
+    plots: dict[str, Callable[[Any], Axes]] = {"optuna_history": optuna_matplotlib.plot_optimization_history}
     # Importances compare the parameters across completed trials: it takes two, and a parameter that varies.
     if len(completed) >= 2 and study.best_trial.params:
         plots["optuna_importances"] = optuna_matplotlib.plot_param_importances
@@ -171,9 +181,11 @@ def optuna_plots(study: Any, sweep_dir: Path) -> None:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
             for name, plot in plots.items():
-                figures[name] = plot(study).figure
-                figures[name].set_size_inches(8, 5)
-                figures[name].set_layout_engine("constrained")  # room for the parameters' names
+                fig = plot(study).get_figure(root=True)
+                assert isinstance(fig, Figure)  # a plot of its own: the root figure, never a subfigure
+                fig.set_size_inches(8, 5)
+                fig.set_layout_engine("constrained")  # room for the parameters' names
+                figures[name] = fig
             save_plots(sweep_dir, figures)
         finally:
             for fig in figures.values():

@@ -48,7 +48,9 @@ def open_storage(storage: str) -> optuna.storages.BaseStorage:
     if storage.endswith(JOURNAL_SUFFIX) and "://" not in storage:
         # Optuna's default lock (a symlink, atomic on NFS too), as every other tool that opens the file
         # (optuna-dashboard, a user's script) takes it.
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(storage))
     from sqlalchemy.exc import SQLAlchemyError
 
     if "://" not in storage:
