@@ -6,7 +6,10 @@ import io
 
 import pytest
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
 
 from helpers import CONF_DIR
 from mnist_logreg.runs.training import build_trainer
@@ -18,12 +21,13 @@ OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.ya
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(compose_train, group: str, option: str) -> None:
     cfg = compose_train(f"{group}={option}")
-    assert cfg.data.batch_size >= 1
+    assert HydraConfig.get().runtime.choices[group] == option
     optimizer = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(1))])
     assert isinstance(optimizer, torch.optim.Optimizer)
-    for part in ("callbacks", "logger"):
-        for node in (cfg.get(part) or {}).values():
-            assert instantiate(node) is not None
+    for part, kind in (("callbacks", Callback), ("logger", Logger)):
+        for name, node in (cfg.get(part) or {}).items():
+            if node is not None:
+                assert isinstance(instantiate(node), kind), f"{part}.{name}"
     if cfg.trainer.accelerator != "gpu" or torch.cuda.is_available():
         trainer = instantiate(cfg.trainer, logger=False)
         assert trainer.max_epochs == (1 if cfg.trainer.get("fast_dev_run") else cfg.trainer.max_epochs)

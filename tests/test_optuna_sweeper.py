@@ -144,13 +144,11 @@ def test_a_tiny_optuna_search_on_mnist(tmp_path: Path) -> None:
         "optimizer.weight_decay",
         "data.batch_size",
     }
+    # The best parameters are the ones the best job ran with, as its own directory records them.
+    ran_with = OmegaConf.load(Path(best.job_dir) / ".hydra" / "overrides.yaml")
     for key, value in best.best_params.items():
         assert rows[0][key] == str(value)
-    assert (
-        1e-4 <= best.best_params["optimizer.lr"] <= 1.0
-        and 0 <= best.best_params["optimizer.momentum"] <= 0.95
-    )
-    assert best.best_params["data.batch_size"] in (50, 100, 200, 500, 1000)
+        assert f"{key}={value}" in ran_with
     assert f"Best trial: val/acc {best.best_value:.4f}" in result.stdout + result.stderr
     plots = {p.name for p in (sweep / "plots").glob("*.png")}  # Optuna's, and the metric per parameter
     assert {"optuna_history.png", "optuna_importances.png", "val_acc_vs_optimizer.lr.png"} <= plots
