@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +67,9 @@ class ImageFolderDataModule(TensorDataModule):
             )
         check_whole("split_seed", split_seed, minimum=0)
         if resize is not None:
-            resize = list(resize)  # a plain list, not Hydra's ListConfig, in the checkpoint's hyperparameters
-            if len(resize) != 2 or any(type(v) is not int or v < 1 for v in resize):  # no bool, no float
+            if not is_size(resize):
                 raise UserError(f"data.resize={resize} is invalid: it must be [height, width] in pixels.")
+            resize = list(resize)  # a plain list, not Hydra's ListConfig, in the checkpoint's hyperparameters
         self.save_hyperparameters(ignore=["transform"], logger=False)
         self.root = Path(base_dir) / Path(root).expanduser()
         self.resize = resize
@@ -214,6 +215,13 @@ def stratified(samples: Samples, fractions: dict[str, float], seed: int, root: P
                 "change the fractions."
             )
     return {split: [samples[i] for i in sorted(indices)] for split, indices in picked.items()}
+
+
+def is_size(value: object) -> bool:
+    """Two whole numbers >= 1 (no bool, no float)."""
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        return False
+    return all(type(v) is int and v >= 1 for v in value)
 
 
 def check_fraction(name: str, value: object, why: str = "") -> None:
