@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import ROOT, run_script
 from mnist_logreg.config import ConfigError, build, check_config, check_options
+from mnist_logreg.deskew import Deskew
 from mnist_logreg.errors import UserError
 from mnist_logreg.image_folder import ImageFolderDataModule
 
@@ -103,6 +104,18 @@ def test_resize_and_grayscale(tmp_path: Path, options: dict, shape: tuple[int, i
     dm.setup("test")
     assert dm.input_shape == shape and dm.splits["test"][0].shape == (6, *shape)
     assert float(dm.splits["test"][0].min()) >= 0.0 and float(dm.splits["test"][0].max()) <= 1.0
+
+
+def test_the_models_transform_is_applied_once_to_the_fit_splits(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "images")
+    plain = ImageFolderDataModule(str(root), grayscale=True, resize=[28, 28])
+    deskewed = ImageFolderDataModule(str(root), grayscale=True, resize=[28, 28], transform=Deskew())
+    plain.setup()
+    deskewed.setup()
+    for split in ("train", "val"):
+        assert torch.allclose(deskewed.splits[split][0], Deskew()(plain.splits[split][0]))
+        assert not torch.allclose(deskewed.splits[split][0], plain.splits[split][0])  # it moved them
+    assert torch.equal(deskewed.splits["test"][0], plain.splits["test"][0])  # the tested model deskews it
 
 
 def test_each_stage_decodes_only_its_splits(tmp_path: Path) -> None:
