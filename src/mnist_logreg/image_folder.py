@@ -24,7 +24,7 @@ from mnist_logreg.errors import UserError, one_line
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-STAGE_SPLITS = {"fit": {"train", "val"}, "validate": {"train", "val"}, "test": {"test"}, "predict": {"test"}}
+STAGE_SPLITS = {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}, "predict": {"test"}}
 Samples = list[tuple[str, int]]  # (image path, label), as torchvision's `make_dataset` lists them
 
 
@@ -76,7 +76,7 @@ class ImageFolderDataModule(TensorDataModule):
         self.grayscale = grayscale
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
-        self.first_image: tuple[str, tuple[int, int]] | None = None  # path, (H, W): all must match it
+        self._first_image: tuple[str, tuple[int, int]] | None = None  # path, (H, W): all must match it
 
     def setup(self, stage: str | None = None) -> None:
         """Decode the splits that `stage` uses (all three without one), each once."""
@@ -86,7 +86,7 @@ class ImageFolderDataModule(TensorDataModule):
         samples = self.list_splits()
         for split in SPLITS:
             if split in needed:
-                images, labels = self.decode(samples[split])
+                images, labels = self._decode(samples[split])
                 self.splits[split] = (images if split == "test" else self._transformed(images)), labels
                 self.input_shape = tuple(images.shape[1:])
         counts = ", ".join(f"{split} {len(self.splits[split][1])}" for split in SPLITS if split in needed)
@@ -126,7 +126,7 @@ class ImageFolderDataModule(TensorDataModule):
             splits.update(stratified(splits["train"], val_only, self.split_seed, self.root / "train"))
         return splits
 
-    def decode(self, samples: Samples) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(self, samples: Samples) -> tuple[torch.Tensor, torch.Tensor]:
         """The images as float32 `N x C x H x W` in [0, 1] (uint8 / 255, as `transforms.ToTensor()`)."""
         mode = "L" if self.grayscale else "RGB"
         pixels = []
@@ -141,17 +141,17 @@ class ImageFolderDataModule(TensorDataModule):
             if self.resize is not None:
                 height, width = self.resize
                 image = image.resize((width, height), Image.Resampling.BILINEAR)
-            self.check_size(path, (image.height, image.width))
+            self._check_size(path, (image.height, image.width))
             pixels.append(np.asarray(image))
         images = torch.from_numpy(np.stack(pixels))  # N x H x W (grayscale) or N x H x W x C
         images = images.unsqueeze(1) if self.grayscale else images.permute(0, 3, 1, 2)
         labels = torch.tensor([label for _, label in samples], dtype=torch.long)
         return images.contiguous().float().div_(255.0), labels
 
-    def check_size(self, path: str, size: tuple[int, int]) -> None:
-        if self.first_image is None:
-            self.first_image = path, size
-        first_path, first_size = self.first_image
+    def _check_size(self, path: str, size: tuple[int, int]) -> None:
+        if self._first_image is None:
+            self._first_image = path, size
+        first_path, first_size = self._first_image
         if size != first_size:
             raise UserError(
                 f"{path} is {size[0]}x{size[1]} pixels but {first_path} is {first_size[0]}x{first_size[1]} "
@@ -209,7 +209,11 @@ def stratified(samples: Samples, fractions: dict[str, float], seed: int, root: P
         picked["train"] += members[start:]
     for split, indices in picked.items():
         if not indices:
-            key = f"data.{split}_fraction" if split in fractions else "data.val_fraction + data.test_fraction"
+            key = (
+                f"data.{split}_fraction"
+                if split in fractions
+                else " + ".join(f"data.{s}_fraction" for s in fractions)
+            )
             raise UserError(
                 f"{root} has too few images ({len(samples)}) for a {split} split ({key}): add images or "
                 "change the fractions."
