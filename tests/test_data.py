@@ -35,6 +35,11 @@ def test_splits_shapes_and_scale(tiny_mnist: Path) -> None:
     (train_x, train_y), (val_x, _), (test_x, test_y) = (dm.splits[s] for s in ("train", "val", "test"))
     assert train_x.shape == (500, 784) and val_x.shape == (100, 784) and test_x.shape == (200, 784)
     assert train_x.dtype == torch.float32 and train_y.dtype == torch.int64
+    assert dm.class_names == ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"] and dm.input_shape == (
+        1,
+        28,
+        28,
+    )
     assert float(train_x.min()) >= 0.0 and float(train_x.max()) == 1.0
     # The test split is the official file, in file order.
     with gzip.open(tiny_mnist / "MNIST/raw/t10k-labels-idx1-ubyte.gz") as f:

@@ -102,17 +102,82 @@ class TensorBatches:
         self._resume = dict(state)
 
 
-class MNISTDataModule(L.LightningDataModule):
+class TensorDataModule(L.LightningDataModule):
+    """Splits held whole in memory as `(images, labels)` tensors in `splits`, fed by `TensorBatches`.
+
+    A subclass reads its data in `setup()` into `splits["train"]`, `["val"]` and `["test"]` (float images in
+    [0, 1], int64 labels) and sets `class_names` and `input_shape` (C, H, W); batching, shuffling, sharding
+    under DDP and mid-epoch resume are this class's.
+
+    `transform`, when given, is the model's own input transform (`assembly.build_datamodule` passes it): a
+    subclass applies it once to the training and validation splits as they are read (`_transformed`), and the
+    model, seeing its own transform here, fits on those images as they are, instead of transforming every
+    batch of every epoch again. The test split stays as read: the tested model transforms it, as it would
+    anyone's images.
+    """
+
+    class_names: list[str] | None = None  # one per label, in label order; set by `setup()` at the latest
+    input_shape: tuple[int, int, int] | None = None  # (C, H, W) of one image
+
+    def __init__(
+        self,
+        batch_size: int,
+        eval_batch_size: int,
+        shuffle_seed: int,
+        transform: torch.nn.Module | None,
+    ) -> None:
+        super().__init__()
+        check_whole("batch_size", batch_size)
+        check_whole("eval_batch_size", eval_batch_size)
+        check_whole("shuffle_seed", shuffle_seed, minimum=0)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.shuffle_seed = shuffle_seed
+        self.transform = transform
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _transformed(self, images: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
+        """`transform` over a whole split, in place (no second copy of the split), a chunk at a time so that
+        its intermediate tensors stay small enough to sit in the CPU's cache."""
+        if self.transform is not None:
+            with torch.no_grad():
+                for part in images.split(chunk):
+                    part.copy_(self.transform(part))
+        return images
+
+    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
+        images, labels = self.splits[split]
+        rank, world_size, device = 0, 1, torch.device("cpu")
+        if self.trainer is not None:
+            rank, world_size = self.trainer.global_rank, self.trainer.world_size
+            device = self.trainer.strategy.root_device
+        # On a GPU the whole split moves once; batches are then cut on the device.
+        images, labels = images.to(device), labels.to(device)
+        order = EpochOrder(len(labels), shuffle, self.shuffle_seed, rank, world_size)
+        return TensorBatches(images, labels, batch_size, order)
+
+    def train_dataloader(self) -> TensorBatches:
+        # Lightning's `overfit_batches` trains on the same batches every epoch: it turns a DataLoader's
+        # shuffling off, and this loader's with it.
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
+        return self._batches("train", self.batch_size, shuffle=not overfitting)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", self.eval_batch_size)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", self.eval_batch_size)
+
+
+class MNISTDataModule(TensorDataModule):
     """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
 
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
     (`transforms.ToTensor()` and nothing else): images as read. Whatever the model does to them first
     (deskewing, `model.deskew=true`) is the model's, so that a checkpoint classifies images by itself.
 
-    `transform`, when given, is that model's own input transform (`assembly.build_datamodule` passes it): it
-    is applied once to the training and validation splits as they are read, and the model, seeing its own
-    transform here, fits on those images as they are, instead of transforming every batch of every epoch
-    again. The test split stays as read: the tested model transforms it, as it would anyone's images.
+    `transform`: the model's input transform, applied once to the training and validation splits
+    (`TensorDataModule`).
     """
 
     def __init__(
@@ -126,22 +191,16 @@ class MNISTDataModule(L.LightningDataModule):
         download: bool = True,
         transform: torch.nn.Module | None = None,
     ) -> None:
-        super().__init__()
-        _check_whole("batch_size", batch_size)
-        _check_whole("eval_batch_size", eval_batch_size)
-        _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
-        _check_whole("split_seed", split_seed, minimum=0)
-        _check_whole("shuffle_seed", shuffle_seed, minimum=0)
+        super().__init__(batch_size, eval_batch_size, shuffle_seed, transform)
+        check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
+        check_whole("split_seed", split_seed, minimum=0)
         self.save_hyperparameters(ignore=["transform"], logger=False)
         self.data_dir = Path(data_dir)
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
         self.val_size = val_size
         self.split_seed = split_seed
-        self.shuffle_seed = shuffle_seed
         self.download = download
-        self.transform = transform
-        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.class_names = [str(digit) for digit in range(10)]
+        self.input_shape = (1, 28, 28)  # as the images are; a batch holds them flattened to 784 values
 
     @property
     def raw_dir(self) -> Path:
@@ -257,39 +316,7 @@ class MNISTDataModule(L.LightningDataModule):
         """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], the scale of `transforms.ToTensor()`."""
         return images.reshape(len(images), -1).float().div_(255.0), labels.long()
 
-    def _transformed(self, images: torch.Tensor, chunk: int = 2000) -> torch.Tensor:
-        """`transform` over a whole split, in place (no second copy of the split), a chunk at a time so that
-        its intermediate tensors stay small enough to sit in the CPU's cache."""
-        if self.transform is not None:
-            with torch.no_grad():
-                for part in images.split(chunk):
-                    part.copy_(self.transform(part))
-        return images
 
-    def _batches(self, split: str, batch_size: int, shuffle: bool = False) -> TensorBatches:
-        images, labels = self.splits[split]
-        rank, world_size, device = 0, 1, torch.device("cpu")
-        if self.trainer is not None:
-            rank, world_size = self.trainer.global_rank, self.trainer.world_size
-            device = self.trainer.strategy.root_device
-        # On a GPU the whole split moves once; batches are then cut on the device.
-        images, labels = images.to(device), labels.to(device)
-        order = EpochOrder(len(labels), shuffle, self.shuffle_seed, rank, world_size)
-        return TensorBatches(images, labels, batch_size, order)
-
-    def train_dataloader(self) -> TensorBatches:
-        # Lightning's `overfit_batches` trains on the same batches every epoch: it turns a DataLoader's
-        # shuffling off, and this loader's with it.
-        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
-        return self._batches("train", self.batch_size, shuffle=not overfitting)
-
-    def val_dataloader(self) -> TensorBatches:
-        return self._batches("val", self.eval_batch_size)
-
-    def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", self.eval_batch_size)
-
-
-def _check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:
+def check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise UserError(f"data.{name}={value!r} is invalid: it must be a whole number >= {minimum}{why}.")

@@ -20,7 +20,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
 
@@ -103,6 +103,10 @@ def check_options(key: str, node: Any) -> None:
             close = difflib.get_close_matches(str(option), allowed, n=1)
             hint = f"did you mean {key}.{close[0]}?" if close else f"its options are {', '.join(allowed)}."
             raise ConfigError(f"{key}.{option}={node[option]!s} is not an option of {node._target_}: {hint}")
+        if OmegaConf.is_missing(node, option):  # `???` in its yaml file: the user must give it
+            raise ConfigError(
+                f"{key}.{option} has no value: give one on the command line, {key}.{option}=..."
+            )
         value = node.get(option)
         if option in hints and not _fits(value, hints[option]):
             expected = _describe(hints[option])
