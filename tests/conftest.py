@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import os
 import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,31 @@ from omegaconf import DictConfig
 from torchvision.datasets import MNIST
 
 import services
-from helpers import compose_config, make_digits, write_idx
+from helpers import ROOT, compose_config, make_digits, write_idx
+from mnist_logreg.core.data import MNISTDataModule
+
+
+@pytest.fixture(autouse=True)
+def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast tier (`pytest -m "not slow"`) starts no process and reads no real MNIST: a test that does is
+    marked `slow`, or it fails here, naming what it did."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    name = request.node.nodeid
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} starts a process: mark it @pytest.mark.slow")
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", no_process)
+    real_data = (ROOT / "data").resolve()
+    read = MNISTDataModule.setup
+
+    def no_real_mnist(self: MNISTDataModule, stage: str | None = None) -> None:
+        if self.data_dir.resolve() == real_data:
+            raise AssertionError(f"{name} reads the real MNIST: mark it @pytest.mark.slow")
+        read(self, stage)
+
+    monkeypatch.setattr(MNISTDataModule, "setup", no_real_mnist)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
