@@ -60,6 +60,7 @@ def test_a_sheared_digit_comes_back_upright() -> None:
     assert abs(float(straightened.sum() - slanted.sum())) < 1e-3  # no ink lost
 
 
+@pytest.mark.slow
 def test_mnist_digits_come_back_upright_and_centred() -> None:
     datamodule = MNISTDataModule(data_dir=str(ROOT / "data"))
     datamodule.prepare_data()

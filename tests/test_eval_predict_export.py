@@ -135,6 +135,7 @@ def image_dir(tmp_path: Path, best: Path) -> tuple[Path, dict[str, int]]:
     return folder, expected
 
 
+@pytest.mark.slow
 def test_predict_labels_a_folder_and_reports_unreadable_files(
     best: Path, image_dir, compose_train, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -153,6 +154,7 @@ def test_predict_labels_a_folder_and_reports_unreadable_files(
     assert f"{folder / 'digit1.jpg'}  " in caplog.text and "2 of 7 files could not be labelled" in caplog.text
 
 
+@pytest.mark.slow
 def test_predict_takes_a_glob(best: Path, image_dir, compose_train) -> None:
     folder, expected = image_dir
     rows = predict(compose_train(f"ckpt_path={best}", f"images={folder}/*.jpg", config_name="predict"))
@@ -223,6 +225,7 @@ def test_missing_export_dependencies_name_the_install_command() -> None:
         require("onnxruntime_that_is_not_installed")
 
 
+@pytest.mark.slow
 def test_export_of_a_model_with_nan_weights_fails(best: Path, compose_train, tmp_path: Path) -> None:
     checkpoint = torch.load(best, weights_only=True)
     checkpoint["state_dict"]["net.weight"][3, 100] = float("nan")

@@ -204,6 +204,7 @@ def test_a_stopped_worker_tells_its_running_trials_failed_and_says_how_to_go_on(
     assert [t.params for t in trials[4:]] == [t.params for t in trials[2:4]]
 
 
+@pytest.mark.slow
 def test_on_slurm_trials_run_up_to_the_array_parallelism_at_once() -> None:
     command = [sys.executable, str(ROOT / "train.py"), "hparams_search=optuna", "hydra/launcher=slurm"]
     command += ["--cfg", "hydra", "--resolve", "-p", "hydra.sweeper.n_jobs"]

@@ -36,6 +36,7 @@ finally:
     ("script", "hidden", "extra"),
     [("export.py", "onnx,onnxscript,onnxruntime", "export"), ("demo.py", "gradio", "demo")],
 )
+@pytest.mark.slow
 def test_a_missing_extra_is_named_at_once_and_leaves_no_directory(
     tmp_path: Path, script: str, hidden: str, extra: str
 ) -> None:
@@ -99,6 +100,7 @@ def one_line_refusal(*overrides: str) -> str:
     return line
 
 
+@pytest.mark.slow
 def test_a_misspelt_key_or_group_gets_the_right_spelling_in_one_line() -> None:
     assert one_line_refusal("optimizer.lrr=0.1") == (
         "optimizer.lrr is not a key of the config: did you mean optimizer.lr=0.1?"
@@ -108,6 +110,7 @@ def test_a_misspelt_key_or_group_gets_the_right_spelling_in_one_line() -> None:
     )
 
 
+@pytest.mark.slow
 def test_a_new_key_still_gets_hydras_advice() -> None:
     result = run_script("train.py", "patience=3")
     assert result.returncode == 1 and "To append to your config use +patience=3" in result.stderr

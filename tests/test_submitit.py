@@ -92,6 +92,7 @@ def test_a_job_submitit_requeues_continues_from_its_own_checkpoint(tmp_path: Pat
     assert all(torch.equal(weights[0]["state_dict"][k], v) for k, v in weights[1]["state_dict"].items())
 
 
+@pytest.mark.slow
 def test_slurm_preset_reaches_the_sbatch_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The preset's knobs, as hydra-submitit-launcher hands them to submitit, and as submitit writes them.
 

@@ -156,6 +156,7 @@ def test_a_user_error_wrapped_by_instantiate_is_still_one_line(compose_train, ca
     assert caplog.messages == ["data.batch_size=0 is invalid: it must be a whole number >= 1."]
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_directories() -> None:
     """Run directories are named to the microsecond: runs started side by side never share one."""
     command = [sys.executable, str(ROOT / "train.py"), "--cfg", "hydra", "-p", "hydra.run.dir"]
