@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.callbacks.wandb_run import WandbRun, wandb_logger
 from mnist_logreg.config import build
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
@@ -96,19 +97,22 @@ def console_callbacks(callbacks: list[Callback], terminal: bool, multirun: bool 
 def _record_callbacks(
     cfg: DictConfig, loggers: list, last_stage: str, identity: dict[str, Any] | None
 ) -> list[Callback]:
-    """The MLflow run (if any) and then the run record: the MLflow run's last artifacts go in before
-    `metrics.json`, which is written last."""
+    """The MLflow and W&B runs (if any) and then the run record: their final metrics and the MLflow run's last
+    artifacts go in before `metrics.json`, which is written last."""
     output_dir = Path(cfg.paths.output_dir)
     callbacks: list[Callback] = []
+    params = {**group_choices(), **flatten_config(cfg)}  # the same in MLflow and W&B
     if mlflow_logger(loggers) is not None:
         tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
         tags["run_dir"] = str(output_dir.resolve())
         if in_multirun():
             tags["sweep"] = sweep_name()
-        params = {**group_choices(), **flatten_config(cfg)}
         callbacks.append(MLflowRun(params, tags, output_dir / ".hydra" / "config.yaml", last_stage))
-    if identity is not None:
-        callbacks.append(RunRecord(output_dir, last_stage, hyperparameters(cfg), identity))
+    record = None if identity is None else RunRecord(output_dir, last_stage, hyperparameters(cfg), identity)
+    if wandb_logger(loggers) is not None:
+        callbacks.append(WandbRun(params, record, last_stage))
+    if record is not None:
+        callbacks.append(record)
     return callbacks
 
 

@@ -1,12 +1,17 @@
-"""What a run is compared by, in TensorBoard's HParams tab and in MLflow: its settings, flattened."""
+"""What a run is compared by, in TensorBoard's HParams tab, in MLflow and in W&B: its settings, flattened; and
+its row in the HParams table."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:
+    from tensorboard.compat.proto.summary_pb2 import Summary
 
 # What a person compares runs by: the settings of these groups, and these keys.
 HPARAMS_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
@@ -15,6 +20,12 @@ HPARAMS_KEYS = ("seed", "tags")
 CHOICES = ("experiment", "data", "model", "optimizer", "scheduler", "trainer")
 
 HParamValue = bool | int | float | str
+
+STATUS = "status"  # the HParams column of how a run ended: completed, pruned, failed or interrupted
+# The HParams tab shows a session's metric as the last value of its tag in the run. Under their own tags,
+# so that the tested checkpoint's values add no point to the training curves of `val/acc` and `test/acc`.
+HPARAMS_METRICS = {"val/acc": "hparams/val_acc", "test/acc": "hparams/test_acc"}
+ROW_SUFFIX = ".hparams"  # the end of the name of the event file that holds a run's HParams row
 
 
 def hyperparameters(cfg: DictConfig) -> dict[str, HParamValue]:
@@ -60,6 +71,78 @@ def group_choices() -> dict[str, str]:
         return {}
     choices = HydraConfig.get().runtime.choices
     return {group: str(choices[group]) for group in CHOICES if choices.get(group) is not None}
+
+
+def overridden(hparams: dict[str, HParamValue]) -> list[str]:
+    """The names in `hparams` of the job's overrides (`optimizer.lr=0.1` -> `optimizer/lr`, `optimizer=adam`
+    -> `optimizer`): in a sweep, the swept keys."""
+    if not HydraConfig.initialized():
+        return []
+    keys = [
+        item.partition("=")[0].lstrip("+~").replace(".", "/") for item in HydraConfig.get().overrides.task
+    ]
+    return [key for key in keys if key in hparams]
+
+
+def session_summaries(
+    hparams: dict[str, HParamValue], status: str, trial_id: str, metric_tags: dict[str, str] = HPARAMS_METRICS
+) -> list[Summary]:
+    """A run's row in TensorBoard's HParams table, as the summaries tensorboard's hparams plugin reads
+    (`tensorboard.plugins.hparams.summary`): the table's columns (`experiment_pb`), the run's values with its
+    `status` (`session_start_pb`, named `trial_id`: the job's directory) and its end (`session_end_pb`).
+
+    TensorBoard orders the columns by whether their values differ (`HParamInfo.differs`), then by name, and
+    takes the columns of one run for the whole table: the status and the job's overrides (a sweep's swept
+    keys) are marked as differing, so that they come first, before the constant settings.
+    """
+    from tensorboard.plugins.hparams import api_pb2
+    from tensorboard.plugins.hparams import summary as hparams_summary
+
+    values = {STATUS: status, **hparams}
+    first = {STATUS, *overridden(hparams)}
+    types = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
+    columns = [
+        api_pb2.HParamInfo(
+            name=key, type=types.get(type(value), api_pb2.DATA_TYPE_FLOAT64), differs=key in first
+        )
+        for key, value in values.items()
+    ]
+    metrics = [
+        api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=name)
+        for name, tag in metric_tags.items()
+    ]
+    # TensorBoard's own statuses, which its status filter offers: a pruned or interrupted run is neither.
+    ended = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
+    return [
+        hparams_summary.experiment_pb(columns, metrics),
+        hparams_summary.session_start_pb(values, group_name=trial_id),
+        hparams_summary.session_end_pb(ended.get(status, api_pb2.STATUS_UNKNOWN)),
+    ]
+
+
+def write_row(
+    log_dir: str | Path, hparams: dict[str, HParamValue], status: str, metrics: dict[str, Any]
+) -> None:
+    """Write the row of the run logging to `log_dir` (a TensorBoard logger's directory) in an event file of
+    its own: the run's directory name as its ID, `status`, and its `metrics.json` values `HPARAMS_METRICS`.
+
+    TensorBoard keeps the first HParams record it reads of a run: a run that goes on in its directory (a
+    resume) removes its earlier row (`remove_rows`) before it writes another.
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    trial_id = Path(log_dir).parent.name  # <run>/tensorboard
+    with SummaryWriter(str(log_dir), filename_suffix=ROW_SUFFIX) as writer:
+        for summary in session_summaries(hparams, status, trial_id):
+            writer.file_writer.add_summary(summary)
+        for name, tag in HPARAMS_METRICS.items():
+            if isinstance(metrics.get(name), (int, float)):
+                writer.add_scalar(tag, metrics[name])
+
+
+def remove_rows(log_dir: str | Path) -> None:
+    for path in Path(log_dir).glob(f"events.out.tfevents.*{ROW_SUFFIX}"):
+        path.unlink()
 
 
 def _flatten(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:

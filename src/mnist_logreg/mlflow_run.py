@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import ModelFigures
-from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.callbacks.run_record import RunRecord, final_metrics
 from mnist_logreg.errors import UserError
 
 if TYPE_CHECKING:
@@ -189,11 +189,11 @@ class MLflowRun(Callback):
         client, run_id = logger.experiment, logger.run_id
         logged = client.get_run(run_id).data.metrics
         now = int(time.time() * 1000)
-        final = []
-        for key, value in metrics.items():
-            key = "val/acc_best" if key == "val/acc" else key
-            if isinstance(value, (int, float)) and key != "seed" and logged.get(key) != value:
-                final.append(Metric(key, float(value), now, trainer.global_step))
+        final = [
+            Metric(key, value, now, trainer.global_step)
+            for key, value in final_metrics(metrics).items()
+            if logged.get(key) != value
+        ]
         client.log_batch(run_id, metrics=final)
         client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
         if self.config_file is not None and self.config_file.is_file():
