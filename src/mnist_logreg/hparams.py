@@ -87,16 +87,15 @@ def overridden(hparams: dict[str, HParamValue]) -> list[str]:
 def session_summaries(
     hparams: dict[str, HParamValue], status: str, trial_id: str, metric_tags: dict[str, str] = HPARAMS_METRICS
 ) -> list[Summary]:
-    """A run's row in TensorBoard's HParams table, as the summaries tensorboard's hparams plugin reads
-    (`tensorboard.plugins.hparams.summary`): the table's columns (`experiment_pb`), the run's values with its
-    `status` (`session_start_pb`, named `trial_id`: the job's directory) and its end (`session_end_pb`).
+    """A run's row in TensorBoard's HParams table, as the summaries its hparams plugin reads: the table's
+    columns (an `Experiment`), the run's values with its `status` (`summary_v2.hparams_pb`, named `trial_id`:
+    the job's directory) and its end (a `SessionEndInfo`).
 
     TensorBoard orders the columns by whether their values differ (`HParamInfo.differs`), then by name, and
     takes the columns of one run for the whole table: the status and the job's overrides (a sweep's swept
     keys) are marked as differing, so that they come first, before the constant settings.
     """
-    from tensorboard.plugins.hparams import api_pb2
-    from tensorboard.plugins.hparams import summary as hparams_summary
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
     values = {STATUS: status, **hparams}
     first = {STATUS, *overridden(hparams)}
@@ -113,11 +112,28 @@ def session_summaries(
     ]
     # TensorBoard's own statuses, which its status filter offers: a pruned or interrupted run is neither.
     ended = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
+    experiment = plugin_data_pb2.HParamsPluginData(
+        experiment=api_pb2.Experiment(hparam_infos=columns, metric_infos=metrics)
+    )
+    end = plugin_data_pb2.HParamsPluginData(
+        session_end_info=plugin_data_pb2.SessionEndInfo(status=ended.get(status, api_pb2.STATUS_UNKNOWN))
+    )
     return [
-        hparams_summary.experiment_pb(columns, metrics),
-        hparams_summary.session_start_pb(values, group_name=trial_id),
-        hparams_summary.session_end_pb(ended.get(status, api_pb2.STATUS_UNKNOWN)),
+        _plugin_summary(metadata.EXPERIMENT_TAG, experiment),
+        summary_v2.hparams_pb(values, trial_id=trial_id),
+        _plugin_summary(metadata.SESSION_END_INFO_TAG, end),
     ]
+
+
+def _plugin_summary(tag: str, data: Any) -> Summary:
+    """A summary of the hparams plugin's `data` under `tag`, as `tensorboard.plugins.hparams.summary_v2`
+    writes its own (its public functions write the columns without `differs`, and no session end)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.plugins.hparams import metadata
+
+    summary = Summary()
+    summary.value.add(tag=tag, metadata=metadata.create_summary_metadata(data), tensor=metadata.NULL_TENSOR)
+    return summary
 
 
 def write_row(
