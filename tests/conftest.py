@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -70,6 +71,21 @@ def results(run_dir: Path) -> dict:
     """A run's metrics.json without what differs between two runs of the same numbers: times, paths."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {k: v for k, v in metrics.items() if k not in ("fit_time_s", "test_time_s", "ckpt_path")}
+
+
+def hparams_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any]:
+    """A run's row in TensorBoard's HParams table, read as TensorBoard reads its event files: its values, its
+    session (`group_name`: the Trial ID) and the table's columns (an `Experiment`)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    values = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
+    return values, session, experiment
 
 
 def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:

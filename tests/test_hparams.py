@@ -12,7 +12,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from conftest import compose_config
+from conftest import compose_config, hparams_row
 from mnist_logreg.callbacks.optuna_pruning import TrialPruned
 from mnist_logreg.hparams import flatten_config, hyperparameters
 from mnist_logreg.training import train
@@ -22,16 +22,6 @@ def read_events(run_dir: Path) -> EventAccumulator:
     events = EventAccumulator(str(run_dir))
     events.Reload()
     return events
-
-
-def read_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any]:
-    """A run's HParams row as TensorBoard reads it: its values, its session (ID, values) and the columns."""
-    events = read_events(tensorboard_dir)
-    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
-    session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
-    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
-    values = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
-    return values, session, experiment
 
 
 class PruneAt(L.Callback):
@@ -66,7 +56,7 @@ def test_hparams_hold_the_flat_config_and_the_metrics_json_scores(compose_train,
     events = read_events(out / "tensorboard")
     content = events.PluginTagToContent(metadata.PLUGIN_NAME)
     assert metadata.SESSION_START_INFO_TAG in content
-    hparams, session, experiment = read_row(out / "tensorboard")
+    hparams, session, experiment = hparams_row(out / "tensorboard")
     assert hparams == {"status": "completed", **hyperparameters(cfg)}
     assert session.group_name == out.name  # the Trial ID column: the run directory's name
     # TensorBoard sorts the columns that differ first, then by name: the status and the run's overrides
@@ -136,7 +126,7 @@ def test_a_run_that_did_not_finish_has_its_row_with_its_status(
         train(compose_config(overrides, out))
     assert not (out / "metrics.json").exists()  # a single run: the row is its only record
 
-    hparams, session, _ = read_row(out / "tensorboard")
+    hparams, session, _ = hparams_row(out / "tensorboard")
     assert hparams["status"] == status and hparams["optimizer/lr"] == 0.05
     assert session.group_name == "3_lr-0.05"
     scores = read_events(out / "tensorboard").Tags()["scalars"]

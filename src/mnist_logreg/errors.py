@@ -16,6 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.hparams import write_missing_rows
 from mnist_logreg.records import write_json
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
                 log.info("%s", error)
                 trial = cfg.get("trial") or {}  # the search's trial, as a completed run names it
                 names = {"study": trial.get("study_name"), "trial": trial.get("number")}
+                record_row(cfg, "pruned", getattr(error, "metrics", {}))
                 record_status("pruned", one_line(error), {**getattr(error, "metrics", {}), **names})
                 return None
             user_error = find_user_error(error)
@@ -70,6 +72,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
                 log.exception("The job failed:")
             else:
                 log.error("%s", user_error)
+            record_row(cfg, "failed")
             record_failure(user_error or error)
             return None
 
@@ -144,6 +147,15 @@ def write_error(error: OSError) -> UserError:
     else:
         fix = "point hydra.run.dir at a directory you can write to"
     return UserError(f"Cannot write {where}: {error.strerror}. The run stopped without metrics.json; {fix}.")
+
+
+def record_row(cfg: DictConfig, status: str, metrics: dict[str, Any] | None = None) -> None:
+    """The job's row in TensorBoard's HParams table, where the run itself wrote none (it ended before its
+    trainer existed): a sweep's table has a row for every job."""
+    try:
+        write_missing_rows(cfg, status, metrics)
+    except Exception as error:  # a view of the job: never the reason its own record goes unwritten
+        log.warning("No HParams row for this job: %s", one_line(error))
 
 
 def record_failure(error: Exception) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:
@@ -73,14 +74,24 @@ def group_choices() -> dict[str, str]:
     return {group: str(choices[group]) for group in CHOICES if choices.get(group) is not None}
 
 
-def overridden(hparams: dict[str, HParamValue]) -> list[str]:
-    """The names in `hparams` of the job's overrides (`optimizer.lr=0.1` -> `optimizer/lr`, `optimizer=adam`
-    -> `optimizer`): in a sweep, the swept keys."""
+def varied(hparams: dict[str, HParamValue]) -> list[str]:
+    """The names in `hparams` of what a run varies (`optimizer.lr` -> `optimizer/lr`, `optimizer=adam` ->
+    `optimizer`): in a sweep's job, the keys its sweep varies (the sweeps of the command line, `lr=0.1,0.5`,
+    and the search space, `hydra.sweeper.params`, as the sweep dir's `multirun.yaml` keeps them); in a
+    single run, its overrides."""
     if not HydraConfig.initialized():
         return []
-    keys = [
-        item.partition("=")[0].lstrip("+~").replace(".", "/") for item in HydraConfig.get().overrides.task
-    ]
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    multirun = Path(hydra.runtime.output_dir).parent / "multirun.yaml"
+    if hydra.mode == RunMode.MULTIRUN and multirun.is_file():
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        sweep = OmegaConf.load(multirun).hydra
+        parsed = OverridesParser.create().parse_overrides(list(sweep.overrides.task))
+        overrides = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+        overrides += list(OmegaConf.select(sweep, "sweeper.params") or {})
+    keys = [item.partition("=")[0].lstrip("+~").replace(".", "/") for item in overrides]
     return [key for key in keys if key in hparams]
 
 
@@ -92,13 +103,13 @@ def session_summaries(
     the job's directory) and its end (a `SessionEndInfo`).
 
     TensorBoard orders the columns by whether their values differ (`HParamInfo.differs`), then by name, and
-    takes the columns of one run for the whole table: the status and the job's overrides (a sweep's swept
-    keys) are marked as differing, so that they come first, before the constant settings.
+    takes the columns of one run for the whole table: the status and what the run varies (`varied`: a
+    sweep's swept keys) are marked as differing, so that they come first, before the constant settings.
     """
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2, summary_v2
 
     values = {STATUS: status, **hparams}
-    first = {STATUS, *overridden(hparams)}
+    first = {STATUS, *varied(hparams)}
     types = {bool: api_pb2.DATA_TYPE_BOOL, str: api_pb2.DATA_TYPE_STRING}
     columns = [
         api_pb2.HParamInfo(
@@ -154,6 +165,21 @@ def write_row(
         for name, tag in HPARAMS_METRICS.items():
             if isinstance(metrics.get(name), (int, float)):
                 writer.add_scalar(tag, metrics[name])
+
+
+def write_missing_rows(cfg: DictConfig, status: str, metrics: dict[str, Any] | None = None) -> None:
+    """The row of a job that ended before its run record could write one (a setting its config check
+    refused, a model it could not build): in each TensorBoard logger's directory that has no row yet."""
+    from hydra.utils import get_object, instantiate
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    for node in (cfg.get("logger") or {}).values():
+        target = get_object(node._target_) if node is not None and "_target_" in node else None
+        if not (isinstance(target, type) and issubclass(target, TensorBoardLogger)):
+            continue
+        log_dir = Path(instantiate(node).log_dir)
+        if not any(log_dir.glob(f"events.out.tfevents.*{ROW_SUFFIX}")):
+            write_row(log_dir, hyperparameters(cfg), status, metrics or {})
 
 
 def remove_rows(log_dir: str | Path) -> None:
