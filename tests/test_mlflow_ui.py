@@ -13,6 +13,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from packaging.requirements import Requirement
@@ -92,17 +93,29 @@ def test_the_ui_lists_the_runs_the_client_wrote(tmp_path: Path, tiny_mnist: Path
         "trainer.max_epochs=1",
     ]
     overrides += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0", "logger=mlflow"]
-    metrics = train(compose_config([*overrides, "optimizer.lr=0.05"], tmp_path / "lr-0.05", log_dir=logs))
+    cfg = compose_config([*overrides, "optimizer.lr=0.05"], tmp_path / "lr-0.05", log_dir=logs)
+    metrics = train(cfg)
 
     port = services.free_port()
     log = tmp_path / "ui.log"
     store = f"sqlite:///{logs / 'mlflow.db'}"
     with log.open("w") as out:
         ui = subprocess.Popen(
-            [*command, "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *command,
+                "ui",
+                "--backend-store-uri",
+                store,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its workers too are stopped with it
+            start_new_session=True,  # its worker too is stopped with it (one: 4, the default, start slower)
             env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
         )
     base = f"http://127.0.0.1:{port}"
@@ -112,9 +125,9 @@ def test_the_ui_lists_the_runs_the_client_wrote(tmp_path: Path, tiny_mnist: Path
             lambda: answers(f"{base}/health") or ui.poll() is not None, "the MLflow UI", log, 180
         )
         assert ui.poll() is None, log.read_text()[-3000:]
-        experiment = call(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=train")[
-            "experiment"
-        ]
+        name = quote(cfg.logger.mlflow.experiment_name)
+        by_name = f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}"
+        experiment = call(by_name)["experiment"]
         found = call(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})
     finally:
         os.killpg(ui.pid, signal.SIGTERM)
