@@ -34,7 +34,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import ModelFigures
-from mnist_logreg.callbacks.run_record import RunRecord, final_metrics
+from mnist_logreg.callbacks.run_record import RunRecord, ended_by, final_metrics
 from mnist_logreg.errors import UserError
 
 if TYPE_CHECKING:
@@ -106,15 +106,16 @@ def prepare_store(node: DictConfig) -> MlflowClient | None:
 class MLflowLogger(MLFlowLogger):
     """Lightning's `MLFlowLogger`, except that a run ended by a signal (Ctrl-C, SIGTERM, a requeue:
     `StopOnInterrupt` saved it and ended the process) is KILLED, not FAILED: it is resumable, and RUNNING
-    again when resumed.
+    again when resumed. A search trial that its pruner stopped is KILLED too (its `status` tag: pruned).
 
     Lightning ends the run with `finalize("failed")` while it handles the exception, after the callbacks'
     `on_exception`, so the exception is still the one being handled here.
     """
 
     def finalize(self, status: str = "success") -> None:
-        if status == "failed" and isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
-            status = "KILLED"
+        error = sys.exc_info()[1]
+        if status == "failed" and error is not None and ended_by(error) != "failed":
+            status = "KILLED"  # interrupted, or pruned: stopped on purpose, not failed
         super().finalize(status)
 
 
@@ -178,11 +179,19 @@ class MLflowRun(Callback):
         if logger is not None:
             checkpoint[RUN_ID_KEY] = logger.run_id
 
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        logger = mlflow_logger(trainer.loggers)
+        if logger is not None and trainer.is_global_zero:  # how it ended, as TensorBoard's HParams row says
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                logger.experiment.set_tag(logger.run_id, "status", ended_by(exception))
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         logger = mlflow_logger(trainer.loggers)
         if logger is None or stage != self.last_stage or not trainer.is_global_zero:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)  # none: find_lr
         metrics = record.metrics if record is not None else {}
@@ -194,7 +203,9 @@ class MLflowRun(Callback):
             for key, value in final_metrics(metrics).items()
             if logged.get(key) != value
         ]
-        client.log_batch(run_id, metrics=final)
+        client.log_batch(
+            run_id, metrics=final, tags=[RunTag("status", str(metrics.get("status", "completed")))]
+        )
         client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
         if self.config_file is not None and self.config_file.is_file():
             client.log_artifact(run_id, str(self.config_file), ".hydra")

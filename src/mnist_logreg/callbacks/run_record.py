@@ -93,12 +93,8 @@ class RunRecord(Callback):
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        if is_pruned(exception):
-            status, metrics = "pruned", getattr(exception, "metrics", {})
-        elif isinstance(exception, (KeyboardInterrupt, SystemExit)):  # SystemExit: SIGTERM (StopOnInterrupt)
-            status, metrics = "interrupted", {}
-        else:
-            status, metrics = "failed", {}
+        status = ended_by(exception)
+        metrics = getattr(exception, "metrics", {}) if status == "pruned" else {}
         if not trainer.is_global_zero:
             return
         try:
@@ -116,6 +112,14 @@ class RunRecord(Callback):
             return
         for log_dir in _tensorboard_dirs(trainer):
             write_row(log_dir, self.hparams, status, metrics)
+
+
+def ended_by(exception: BaseException) -> str:
+    """The status of a run that `exception` ended: pruned (by its Optuna search), interrupted (Ctrl-C, or
+    the SystemExit of SIGTERM: `StopOnInterrupt`) or failed."""
+    if is_pruned(exception):
+        return "pruned"
+    return "interrupted" if isinstance(exception, (KeyboardInterrupt, SystemExit)) else "failed"
 
 
 def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
