@@ -73,9 +73,9 @@ def results(run_dir: Path) -> dict:
     return {k: v for k, v in metrics.items() if k not in ("fit_time_s", "test_time_s", "ckpt_path")}
 
 
-def hparams_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any]:
+def hparams_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any, dict[str, float]]:
     """A run's row in TensorBoard's HParams table, read as TensorBoard reads its event files: its values, its
-    session (`group_name`: the Trial ID) and the table's columns (an `Experiment`)."""
+    session (`group_name`: the Trial ID), the table's columns (an `Experiment`) and its metrics' values."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import metadata
 
@@ -85,7 +85,9 @@ def hparams_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any]:
     session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
     experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
     values = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
-    return values, session, experiment
+    tags = [m.name.tag for m in experiment.metric_infos if m.name.tag in events.Tags()["scalars"]]
+    scores = {tag: events.Scalars(tag)[-1].value for tag in tags}
+    return values, session, experiment, scores
 
 
 def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:
