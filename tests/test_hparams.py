@@ -102,6 +102,7 @@ def test_hyperparameters_name_the_chosen_options(compose_train) -> None:
     assert hparams["tags"] == "" and "trainer/plugins" not in hparams
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stopper", "status"),
     [
@@ -131,3 +132,28 @@ def test_a_run_that_did_not_finish_has_its_row_with_its_status(
     assert session.group_name == "3_lr-0.05"
     # A pruned run's value is the one the trial had reached, as its metrics.json in a search records it.
     assert scores == ({"hparams/val_acc": 0.25} if status == "pruned" else {})
+
+
+@pytest.mark.slow
+def test_a_run_resumed_in_its_directory_replaces_its_row(tmp_path: Path, tiny_mnist: Path) -> None:
+    out = tmp_path / "run"
+    overrides = [
+        f"data.data_dir={tiny_mnist}",
+        "data.val_size=100",
+        "data.batch_size=50",
+        "trainer.max_epochs=1",
+    ]
+    overrides += ["trainer.accelerator=cpu", "callbacks.progress_bar.refresh_rate=0"]
+    with pytest.raises(SystemExit):
+        train(
+            compose_config(
+                [*overrides, "+callbacks.stop._target_=test_resume.TermAt", "+callbacks.stop.step=3"], out
+            )
+        )
+    assert hparams_row(out / "tensorboard")[0]["status"] == "interrupted"
+
+    metrics = train(
+        compose_config([*overrides, "ckpt_path=auto"], out)
+    )  # TensorBoard keeps a run's first row
+    hparams, _, _, scores = hparams_row(out / "tensorboard")
+    assert hparams["status"] == "completed" and scores["hparams/val_acc"] == pytest.approx(metrics["val/acc"])
