@@ -148,19 +148,19 @@ def _plugin_summary(tag: str, data: Any) -> Summary:
 
 
 def write_row(
-    log_dir: str | Path, hparams: dict[str, HParamValue], status: str, metrics: dict[str, Any]
+    log_dir: str | Path, run_dir: str | Path, hparams: dict[str, HParamValue], status: str, metrics: dict
 ) -> None:
-    """Write the row of the run logging to `log_dir` (a TensorBoard logger's directory) in an event file of
-    its own: the run's directory name as its ID, `status`, and its `metrics.json` values `HPARAMS_METRICS`.
+    """Write the row of the run in `run_dir` into `log_dir` (its TensorBoard logger's directory), in an
+    event file of its own: the run directory's name as its ID, `status`, and the values of `HPARAMS_METRICS`
+    in `metrics` (its `metrics.json`).
 
     TensorBoard keeps the first HParams record it reads of a run: a run that goes on in its directory (a
     resume) removes its earlier row (`remove_rows`) before it writes another.
     """
     from torch.utils.tensorboard import SummaryWriter
 
-    trial_id = Path(log_dir).parent.name  # <run>/tensorboard
     with SummaryWriter(str(log_dir), filename_suffix=ROW_SUFFIX) as writer:
-        for summary in session_summaries(hparams, status, trial_id):
+        for summary in session_summaries(hparams, status, Path(run_dir).name):
             writer.file_writer.add_summary(summary)
         for name, tag in HPARAMS_METRICS.items():
             if isinstance(metrics.get(name), (int, float)):
@@ -179,7 +179,7 @@ def write_missing_rows(cfg: DictConfig, status: str, metrics: dict[str, Any] | N
             continue
         log_dir = Path(instantiate(node).log_dir)
         if not any(log_dir.glob(f"events.out.tfevents.*{ROW_SUFFIX}")):
-            write_row(log_dir, hyperparameters(cfg), status, metrics or {})
+            write_row(log_dir, cfg.paths.output_dir, hyperparameters(cfg), status, metrics or {})
 
 
 def remove_rows(log_dir: str | Path) -> None:

@@ -111,7 +111,7 @@ class RunRecord(Callback):
         ):
             return
         for log_dir in _tensorboard_dirs(trainer):
-            write_row(log_dir, self.hparams, status, metrics)
+            write_row(log_dir, self.path.parent, self.hparams, status, metrics)
 
 
 def ended_by(exception: BaseException) -> str:
