@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -79,3 +80,20 @@ def make_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         row, col = divmod(int(label), 4)
         images[i, 2 + 7 * row : 9 + 7 * row, 1 + 7 * col : 8 + 7 * col] = 255
     return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def hparams_row(tensorboard_dir: Path) -> tuple[dict[str, Any], Any, Any, dict[str, float]]:
+    """A run's row in TensorBoard's HParams table, read as TensorBoard reads its event files: its values, its
+    session (`group_name`: the Trial ID), the table's columns (an `Experiment`) and its metrics' values."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import metadata
+
+    events = EventAccumulator(str(tensorboard_dir))
+    events.Reload()
+    content = events.PluginTagToContent(metadata.PLUGIN_NAME)
+    session = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    values = {key: getattr(value, value.WhichOneof("kind")) for key, value in session.hparams.items()}
+    tags = [m.name.tag for m in experiment.metric_infos if m.name.tag in events.Tags()["scalars"]]
+    scores = {tag: events.Scalars(tag)[-1].value for tag in tags}
+    return values, session, experiment, scores

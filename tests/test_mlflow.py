@@ -57,6 +57,7 @@ def test_a_run_records_params_final_metrics_tags_and_artifacts(compose_train, ti
     # Tags: the `tags` list, and where the run's files are.
     tags = run.data.tags
     assert tags["baseline"] == tags["sgd"] == "" and tags["run_dir"] == str(out) and "sweep" not in tags
+    assert tags["status"] == "completed"
 
     # Metrics: TensorBoard's, point for point, and the final ones of metrics.json.
     events = EventAccumulator(str(out / "tensorboard"))
@@ -130,12 +131,19 @@ def test_a_resumed_run_continues_its_mlflow_run(
     )
 
 
-@pytest.mark.parametrize(("stopper", "status"), [("TermAt", "KILLED"), ("CrashAt", "FAILED")])
-def test_a_run_stopped_by_a_signal_is_killed_one_that_crashed_failed(
-    tmp_path: Path, tiny_mnist: Path, mlflow_dir: Path, stopper: str, status: str
+@pytest.mark.parametrize(
+    ("stopper", "status", "ended"),
+    [
+        ("test_resume.TermAt", "KILLED", "interrupted"),
+        ("test_resume.CrashAt", "FAILED", "failed"),
+        ("test_hparams.PruneAt", "KILLED", "pruned"),
+    ],
+)
+def test_a_run_stopped_by_a_signal_or_pruned_is_killed_one_that_crashed_failed(
+    tmp_path: Path, tiny_mnist: Path, mlflow_dir: Path, stopper: str, status: str, ended: str
 ) -> None:
     output_dir = tmp_path / "run"
-    stop = [f"+callbacks.stop._target_=test_resume.{stopper}", "+callbacks.stop.step=3"]
+    stop = [f"+callbacks.stop._target_={stopper}", "+callbacks.stop.step=3"]
     cfg = compose_config(
         [f"data.data_dir={tiny_mnist}", *TINY, "logger=mlflow", "logger.mlflow.experiment_name=stops", *stop],
         output_dir,
@@ -144,7 +152,7 @@ def test_a_run_stopped_by_a_signal_is_killed_one_that_crashed_failed(
     with pytest.raises((SystemExit, Exception)):
         train(cfg)
     _, run = find_run(cfg, output_dir)
-    assert run.info.status == status
+    assert run.info.status == status and run.data.tags["status"] == ended  # as TensorBoard's HParams row
 
 
 def test_without_mlflow_the_error_names_the_extra(compose_train, monkeypatch) -> None:

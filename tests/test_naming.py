@@ -10,7 +10,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from helpers import CONF_DIR, run_script
-from mnist_logreg.naming import MAX_LENGTH, run_label
+from mnist_logreg.naming import MAX_LENGTH, run_label, search_label
 
 
 def test_a_label_says_what_was_overridden_in_short() -> None:
@@ -20,6 +20,12 @@ def test_a_label_says_what_was_overridden_in_short() -> None:
     assert run_label("optimizer.lr=0.0123456789") == "lr-0.01235"  # 4 significant digits
     assert run_label("a.lr=1,b.lr=2") == "a.lr-1+b.lr-2"  # the whole key where the last parts are alike
     assert run_label("data.batch_size=100,data.val_size=100") == "batch_size-100+val_size-100"
+
+
+def test_a_search_is_labelled_by_what_it_searches() -> None:
+    assert search_label(["optimizer.lr", "data.batch_size"]) == "lr+batch_size"
+    assert search_label(["optimizer.lr", "scheduler.lr"]) == "optimizer.lr+scheduler.lr"  # both, in full
+    assert search_label([]) == "searched"
 
 
 def test_a_long_label_is_cut_predictably() -> None:

@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from helpers import ROOT
-from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution
+from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution, quoted
 from mnist_logreg.sweeps.study import RETRY_OF, open_storage
 
 
@@ -95,9 +95,10 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     assert all(o[:2] == ["hparams_search=optuna", "trainer.max_epochs=1"] for o in jobs)
     # Each job is told its trial, and has the trial's number for its directory: unique in the study.
     storage = tmp_path / "study.journal"  # paths and names that read as words go unquoted
+    name = f"lr+batch_size_{tmp_path.name}"  # what the study searched, then the sweep dir's name (its time)
     for number, o in enumerate(jobs):
         assert o[4:] == [
-            f"+trial.study_name={tmp_path.name}",
+            f"+trial.study_name={quoted(name)}",
             f"+trial.storage={storage}",
             f"+trial.number={number}",
             f"hydra.sweep.subdir={number}",
@@ -111,13 +112,14 @@ def test_failed_trials_do_not_stop_the_search_and_the_best_is_reported(tmp_path:
     best_job = max(scores, key=scores.get)
     best = OmegaConf.load(tmp_path / "best_params.yaml")
     assert best.best_value == scores[best_job] and best.trial == best_job and best.metric == "val/acc"
-    assert best.job_dir == str(tmp_path / str(best_job)) and best.study == tmp_path.name
+    assert best.job_dir == str(tmp_path / str(best_job)) and best.study == name
     assert [f"{k}={v}" for k, v in best.best_params.items()] == jobs[best_job][2:4]
     assert best.command == " ".join(["python train.py trainer.max_epochs=1", *jobs[best_job][2:4]])
     assert best.trials == {"completed": len(scores), "total": 7}
     # The study is kept in the sweep dir, whose report reads it (tests/test_study.py).
-    study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
+    study = optuna.load_study(study_name=name, storage=open_storage(str(tmp_path / "study.journal")))
     assert len(study.trials) == 7 and "RUNNING" not in {t.state.name for t in study.trials}
+    assert study.metric_names == ["val/acc"]  # optuna-dashboard's name for the value, not "Objective 0"
 
 
 @pytest.mark.slow

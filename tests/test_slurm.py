@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from omegaconf import OmegaConf
 
 from helpers import ROOT, job_dir, results
 from mnist_logreg.sweeps.study import open_storage
@@ -62,11 +63,12 @@ def test_an_optuna_search_keeps_several_trials_running_together(
     output, _ = launcher.communicate()
     assert launcher.returncode == 0, output.decode()[-3000:]
     assert most_running == 2
-    study = optuna.load_study(study_name=tmp_path.name, storage=open_storage(str(tmp_path / "study.journal")))
+    name = str(OmegaConf.load(tmp_path / "study.yaml").study_name)
+    study = optuna.load_study(study_name=name, storage=open_storage(str(tmp_path / "study.journal")))
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     for trial in study.trials:
         metrics = json.loads((job_dir(tmp_path, trial.number) / "metrics.json").read_text())
-        assert metrics["study"] == tmp_path.name and metrics["trial"] == trial.number
+        assert metrics["study"] == name and metrics["trial"] == trial.number
         assert metrics["val/acc"] == pytest.approx(trial.value) and metrics["steps"] == 20
 
 

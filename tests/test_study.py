@@ -20,7 +20,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import ROOT, hparams_row
 from mnist_logreg.sweeps.study import JOB_DIR, RETRY_OF, open_storage
 
 STATUS = {"COMPLETE": "completed", "FAIL": "failed", "PRUNED": "pruned"}
@@ -210,6 +210,13 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
     statuses = [row["status"] for row in summary_rows(sweep)]
     assert statuses == sorted(statuses, key=["completed", "pruned", "failed"].index)  # completed first
     assert f"{len(pruned)} pruned" in (sweep / "summary.md").read_text()
+    # Every trial has its row in TensorBoard's HParams table, named by its directory, with its status.
+    for trial in trials:
+        job = Path(trial.user_attrs[JOB_DIR])
+        values, session, _, scores = hparams_row(job / "tensorboard")
+        assert values["status"] == {"PRUNED": "pruned", "COMPLETE": "completed"}[trial.state.name]
+        assert session.group_name == job.name and scores["hparams/val_acc"] == pytest.approx(trial.value)
+    assert load(str(tmp_path / "search.journal"), "pruned").metric_names == ["val/acc"]
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from helpers import ROOT
+from helpers import ROOT, hparams_row
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.job import report_user_errors
 from mnist_logreg.runs.training import train
@@ -180,6 +180,22 @@ def basic_sweep(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """Three jobs on MNIST, one of them with a learning rate the config check refuses."""
     sweep = tmp_path_factory.mktemp("basic") / "sweep"
     return sweep, run_sweep("optimizer.lr=0.5,-1,0.05", *SHORT, f"hydra.sweep.dir={sweep}")
+
+
+@pytest.mark.slow
+def test_every_job_of_a_sweep_has_its_hparams_row_with_its_status(basic_sweep) -> None:
+    sweep, _ = basic_sweep
+    rows = {job.name: hparams_row(job / "tensorboard") for job in sorted(sweep.glob("[0-9]_*"))}
+    assert [values["status"] for values, *_ in rows.values()] == ["completed", "failed", "completed"]
+    for name, (_, session, experiment, _) in rows.items():
+        assert session.group_name == name  # the Trial ID: the job's directory, not a cut path
+        # The swept key and the status first: TensorBoard puts the columns marked as differing first.
+        assert {info.name for info in experiment.hparam_infos if info.differs} == {"status", "optimizer/lr"}
+    assert [values["optimizer/lr"] for values, *_ in rows.values()] == [
+        0.5,
+        -1,
+        0.05,
+    ]  # the refused one too
 
 
 @pytest.mark.slow

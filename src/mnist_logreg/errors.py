@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import sys
 
 
 class UserError(Exception):
@@ -52,3 +53,10 @@ def write_error(error: OSError) -> UserError:
     else:
         fix = "point hydra.run.dir at a directory you can write to"
     return UserError(f"Cannot write {where}: {error.strerror}. The run stopped without metrics.json; {fix}.")
+
+
+def is_pruned(error: BaseException) -> bool:
+    """Optuna's `TrialPruned`: a job that its search stopped early, not a failure."""
+    # Optuna not imported: nothing can have raised one (and importing it here would cost every failure).
+    optuna = sys.modules.get("optuna")
+    return optuna is not None and isinstance(error, optuna.TrialPruned)

@@ -17,8 +17,9 @@ import re
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import OmegaConf
+
+from mnist_logreg.runtime import in_multirun
 
 MAX_LENGTH = 80  # longer labels keep their first characters and end in a hash of the whole
 NO_OVERRIDES = "defaults"
@@ -33,15 +34,30 @@ def run_label(override_dirname: str) -> str:
     if not override_dirname:
         return NO_OVERRIDES
     items = [item.lstrip("+").partition("=") for item in _NEXT_KEY.split(override_dirname)]
-    short = [re.split(r"[./]", key)[-1] for key, _, _ in items]
-    keys = [s if short.count(s) == 1 else key for s, (key, _, _) in zip(short, items, strict=True)]
+    keys = short_keys([key for key, _, _ in items])
     label = "+".join(
         _safe(key) + "-" + _safe(short_number(value)) for key, (_, _, value) in zip(keys, items, strict=True)
     )
-    if len(label) > MAX_LENGTH:
-        digest = hashlib.sha1(label.encode()).hexdigest()[:8]
-        label = f"{label[: MAX_LENGTH - 9]}-{digest}"
-    return label
+    return _shortened(label)
+
+
+def search_label(keys: list[str]) -> str:
+    """`optimizer.lr`, `data.batch_size` -> `lr+batch_size`: what a search searches, in the form of a run's
+    label (`searched` when nothing is)."""
+    return _shortened("+".join(_safe(key) for key in short_keys(keys))) if keys else "searched"
+
+
+def short_keys(keys: list[str]) -> list[str]:
+    """The last part of each key, all of it where two keys would read the same."""
+    short = [re.split(r"[./]", key.lstrip("+~"))[-1] for key in keys]
+    return [s if short.count(s) == 1 else key for s, key in zip(short, keys, strict=True)]
+
+
+def _shortened(label: str) -> str:
+    if len(label) <= MAX_LENGTH:
+        return label
+    digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+    return f"{label[: MAX_LENGTH - 9]}-{digest}"
 
 
 def _safe(text: str) -> str:
@@ -67,8 +83,7 @@ def run_name() -> str:
     """The run's name in TensorBoard's HParams table, in MLflow and W&B: its directory's name, and for a job
     of a sweep `<sweep directory>/<job directory>`, so that the jobs of one sweep sort together."""
     output_dir = Path(HydraConfig.get().runtime.output_dir)
-    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
-    return f"{sweep_name()}/{output_dir.name}" if in_sweep else output_dir.name
+    return f"{sweep_name()}/{output_dir.name}" if in_multirun() else output_dir.name
 
 
 def sweep_name() -> str:

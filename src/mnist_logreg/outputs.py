@@ -14,6 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from mnist_logreg.errors import is_pruned
 from mnist_logreg.files import write_json
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ class Status(str, Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def ended_by(exception: BaseException) -> Status:
+    """The status of a run that `exception` ended: pruned (by its Optuna search), interrupted (Ctrl-C, or
+    the SystemExit of SIGTERM: `StopOnInterrupt`) or failed."""
+    if is_pruned(exception):
+        return Status.PRUNED
+    return Status.INTERRUPTED if isinstance(exception, (KeyboardInterrupt, SystemExit)) else Status.FAILED
 
 
 def metrics_path(run_dir: str | Path) -> Path:

@@ -30,8 +30,9 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
 from mnist_logreg.files import write_text
+from mnist_logreg.naming import search_label
 from mnist_logreg.outputs import Status, status
 from mnist_logreg.sweeps.liveness import count_trials, fail_lost_trials, heartbeat
 from mnist_logreg.sweeps.study import (
@@ -126,7 +128,7 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        study = self._open_study(sweep_dir)
+        study = self._open_study(sweep_dir, list(space))
         log.info(
             "Optuna search: study %s (%s), %d trials in all, %d at a time, %s %s%s",
             study.study_name,
@@ -162,19 +164,28 @@ class OptunaSweeper(Sweeper):
                 "add hydra.sweeper.study_name=<name>"
             )
 
-    def _open_study(self, sweep_dir: Path) -> Any:
-        """The study in the configured storage (the first worker creates it), or in the sweep dir."""
+    def _open_study(self, sweep_dir: Path, searched: list[str]) -> Any:
+        """The study in the configured storage (the first worker creates it), or in the sweep dir.
+
+        Unnamed, the study is named for what it searches and when (`lr+momentum_<the sweep dir's name>`),
+        or keeps the name it has in the sweep dir (a search that goes on). Its value is named for the metric
+        (`val/acc`), as optuna-dashboard shows it."""
         import optuna
 
         self.storage_url = absolute(self.storage or str(sweep_dir / DEFAULT_STORAGE))
+        name = self.study_name or recorded_study_name(sweep_dir, self.storage_url)
         study = optuna.create_study(
             direction=self.direction,
             sampler=self.sampler,
             pruner=make_pruner(self.pruner),
             storage=open_storage(self.storage_url),
-            study_name=self.study_name or sweep_dir.name,
+            study_name=name or f"{search_label(searched)}_{sweep_dir.name}",
             load_if_exists=True,
         )
+        if OmegaConf.select(self.config, "optimized_metric") and not study.metric_names:
+            with warnings.catch_warnings():  # experimental in Optuna since 3.2: the dashboard reads it
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([self._metric])
         if self.storage or study.trials:
             # Workers of one study must not draw the same trials from one seed, nor a later invocation the
             # first one's: each worker's sampler starts from a random state.
@@ -398,6 +409,15 @@ def distribution(override: Override) -> Any:
 def search_free(overrides: list[str]) -> list[str]:
     """The overrides without the choice of search (`hparams_search=...`): what a single run needs."""
     return [override for override in overrides if not override.startswith("hparams_search=")]
+
+
+def recorded_study_name(sweep_dir: Path, storage: str) -> str | None:
+    """The name of the study that the sweep dir already keeps in `storage` (`study.yaml`), if any."""
+    with suppress(Exception):  # none, or unreadable: a new study
+        recorded = OmegaConf.load(sweep_dir / STUDY_FILE)
+        if recorded.get("storage") == storage:
+            return str(recorded.study_name)
+    return None
 
 
 def trial_value(job_return: JobReturn) -> float | None:

@@ -3,6 +3,7 @@ in `tracking/mlflow.py`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from mnist_logreg.outputs import METRICS
+from mnist_logreg.callbacks.run_record import final_metrics
+from mnist_logreg.outputs import METRICS, Status, ended_by
 from mnist_logreg.tracking.mlflow import RUN_ID_KEY, mlflow_logger
 
 log = logging.getLogger(__name__)
@@ -73,22 +75,31 @@ class MLflowRun(Callback):
         if logger is not None:
             checkpoint[RUN_ID_KEY] = logger.run_id
 
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        logger = mlflow_logger(trainer.loggers)
+        if logger is not None and trainer.is_global_zero:  # how it ended, as TensorBoard's HParams row says
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                logger.experiment.set_tag(logger.run_id, "status", str(ended_by(exception)))
+
     def finish(self, trainer: L.Trainer, metrics: dict[str, Any]) -> None:
         """The run's final metrics and artifacts (`metrics`: the record about to be written)."""
         logger = mlflow_logger(trainer.loggers)
         if logger is None or not trainer.is_global_zero:
             return
-        from mlflow.entities import Metric
+        from mlflow.entities import Metric, RunTag
 
         client, run_id = logger.experiment, logger.run_id
         logged = client.get_run(run_id).data.metrics
         now = int(time.time() * 1000)
-        final = []
-        for key, value in metrics.items():
-            key = "val/acc_best" if key == "val/acc" else key
-            if isinstance(value, (int, float)) and key != "seed" and logged.get(key) != value:
-                final.append(Metric(key, float(value), now, trainer.global_step))
-        client.log_batch(run_id, metrics=final)
+        final = [
+            Metric(key, value, now, trainer.global_step)
+            for key, value in final_metrics(metrics).items()
+            if logged.get(key) != value
+        ]
+        status = str(metrics.get("status", Status.COMPLETED))
+        client.log_batch(run_id, metrics=final, tags=[RunTag("status", status)])
         client.log_dict(run_id, metrics, METRICS)  # the same content; the file itself comes last
         if self.config_file is not None and self.config_file.is_file():
             client.log_artifact(run_id, str(self.config_file), ".hydra")

@@ -1,5 +1,5 @@
 """The run's record: `metrics.json` (written last, atomically: a run directory that has one holds a finished
-run) and the run's row in TensorBoard's HParams tab."""
+run) and the run's row in TensorBoard's HParams tab, for a run that did not finish too."""
 
 from __future__ import annotations
 
@@ -13,17 +13,16 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from mnist_logreg.outputs import Status, metrics_path, write_record
+from mnist_logreg.errors import one_line
+from mnist_logreg.outputs import Status, ended_by, metrics_path, write_record
+from mnist_logreg.tracking.hparams import HPARAMS_METRICS, remove_rows, write_row
 
 log = logging.getLogger(__name__)
 
-# The HParams tab shows a session's metric as the last value of its tag in the run. Under their own tags,
-# so that the tested checkpoint's values add no point to the training curves of `val/acc` and `test/acc`.
-HPARAMS_METRICS = {"val/acc": "hparams/val_acc", "test/acc": "hparams/test_acc"}
-
 
 class Tracker(Protocol):
-    """A tracker that takes the run's final record before `metrics.json` is written (`MLflowRun`)."""
+    """A tracker that takes the run's final record before `metrics.json` is written (`MLflowRun`,
+    `WandbRun`)."""
 
     def finish(self, trainer: L.Trainer, metrics: dict[str, Any]) -> None: ...
 
@@ -33,10 +32,12 @@ class RunRecord(Callback):
 
     Records the best checkpoint's validation accuracy (the one tested), the test metrics, wall times, the
     epochs and steps trained and `identity` (the seed; a search trial's study and number). The same values
-    go to TensorBoard's HParams tab through the logger's own `log_hyperparams(params, metrics)`, with
-    `hparams` (what the run is compared by), in the run's own event files. `trackers` are handed the record
-    just before it is written, so that `metrics.json`, written last, still marks a finished run. The caller
-    keeps the record and reads its `metrics` when the run ends.
+    go to TensorBoard's HParams tab, with `hparams` (what the run is compared by) and the status, in the
+    run's own TensorBoard directory (`hparams.write_row`); a run that ends in an exception gets its row
+    there too: pruned (with its last value), interrupted (Ctrl-C, SIGTERM) or failed.
+
+    `trackers` are handed the record just before it is written, so that `metrics.json`, written last, still
+    marks a finished run. The caller keeps the record and reads its `metrics` when the run ends.
     """
 
     def __init__(
@@ -59,6 +60,9 @@ class RunRecord(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit":  # a run directory reused for a resume is unfinished until it ends again
             self.path.unlink(missing_ok=True)
+            if trainer.is_global_zero:
+                for log_dir in _tensorboard_dirs(trainer):
+                    remove_rows(log_dir)
         if not self.metrics:  # the run's first stage (fitting, or eval.py's testing)
             self.metrics = {"status": Status.COMPLETED, **self.identity}
 
@@ -97,8 +101,39 @@ class RunRecord(Callback):
                 tracker.finish(trainer, self.metrics)
             write_record(self.output_dir, self.metrics)
 
-    def _log_hparams(self, trainer: L.Trainer) -> None:
-        values = {tag: self.metrics[name] for name, tag in HPARAMS_METRICS.items() if name in self.metrics}
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger) and self.hparams and values:
-                logger.log_hyperparams(self.hparams, values)
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        status = ended_by(exception)
+        metrics = getattr(exception, "metrics", {}) if status == Status.PRUNED else {}
+        if not trainer.is_global_zero:
+            return
+        try:
+            self._log_hparams(trainer, status, metrics)
+        except Exception as error:  # the row is a view: never the reason a run's own error goes unreported
+            log.warning("No HParams row for this run: %s", one_line(error))
+
+    def _log_hparams(
+        self, trainer: L.Trainer, status: Status = Status.COMPLETED, metrics: dict | None = None
+    ) -> None:
+        metrics = self.metrics if metrics is None else metrics
+        if not self.hparams or (
+            status == Status.COMPLETED and not any(name in metrics for name in HPARAMS_METRICS)
+        ):
+            return
+        for log_dir in _tensorboard_dirs(trainer):
+            write_row(log_dir, self.output_dir, self.hparams, status, metrics)
+
+
+def final_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The record's numbers as a tracker's final metrics: `val/acc` as `val/acc_best` (the tested
+    checkpoint's, where the logged curve's last value is the last epoch's); not the seed, a setting."""
+    return {
+        "val/acc_best" if key == "val/acc" else key: float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "seed"
+    }
+
+
+def _tensorboard_dirs(trainer: L.Trainer) -> list[str]:
+    return [logger.log_dir for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]

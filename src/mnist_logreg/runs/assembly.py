@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from mnist_logreg.callbacks.mlflow_run import MLflowRun
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
+from mnist_logreg.callbacks.wandb_run import WandbRun
 from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import require_extra
 from mnist_logreg.naming import run_name, sweep_name
@@ -72,11 +73,15 @@ def build_trainer(
     # Where the output goes decides how progress is shown: rich's live bar in a terminal, one log line per
     # epoch in a file or a pipe; a sweep's jobs show no model summary each.
     callbacks = console_callbacks(callbacks, terminal=sys.stdout.isatty(), multirun=in_multirun())
+    # The trackers' own runs, handed the record's final metrics before it writes `metrics.json`.
+    trackers: list[MLflowRun | WandbRun] = []
     if mlflow_logger(loggers) is not None:
-        mlflow_run = _mlflow_run(cfg)
-        callbacks.append(mlflow_run)
-        if record is not None:
-            record.trackers.append(mlflow_run)
+        trackers.append(_mlflow_run(cfg))
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        trackers.append(WandbRun(_params(cfg)))
+    callbacks += trackers
+    if record is not None:
+        record.trackers += trackers
     if record is not None:
         callbacks.append(record)
     options = {}
@@ -113,10 +118,15 @@ def _mlflow_run(cfg: DictConfig) -> MLflowRun:
     tags["run_dir"] = str(output_dir.resolve())
     if in_multirun():
         tags["sweep"] = sweep_name()
-    params = {**group_choices(), **flatten_config(cfg)}
+    params = _params(cfg)
     figures = (cfg.get("callbacks") or {}).get("figures")
     figures_dir = figures.get("dirpath") if figures is not None else None
     return MLflowRun(params, tags, output_dir / HYDRA / "config.yaml", figures_dir)
+
+
+def _params(cfg: DictConfig) -> dict[str, Any]:
+    """What MLflow's params and W&B's config hold, alike: the flattened config and the options chosen."""
+    return {**group_choices(), **flatten_config(cfg)}
 
 
 def _logger_options(key: str, node: DictConfig, name: str, mlflow_run_id: str | None) -> dict[str, Any]:

@@ -15,9 +15,10 @@ from typing import Any, TypeVar, cast
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_logreg.errors import UserError, find_user_error, one_line
+from mnist_logreg.errors import UserError, find_user_error, is_pruned, one_line
 from mnist_logreg.outputs import LOCK, Status, write_status
 from mnist_logreg.runtime import in_multirun, output_dir, run_identity
+from mnist_logreg.tracking.hparams import write_missing_rows
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
         except Exception as error:
             if in_multirun() and is_pruned(error):
                 log.info("%s", error)
+                record_row(cfg, Status.PRUNED, getattr(error, "metrics", {}))
                 metrics = {**getattr(error, "metrics", {}), **run_identity(cfg)}
                 record_status(Status.PRUNED, one_line(error), metrics)
                 return None
@@ -57,6 +59,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
                 log.exception("The job failed:")
             else:
                 log.error("%s", user_error)
+            record_row(cfg, Status.FAILED)
             record_failure(user_error or error)
             return None
 
@@ -96,19 +99,21 @@ def remove_unused_run_dir() -> None:
         directory = directory.parent
 
 
+def record_row(cfg: DictConfig, status: Status, metrics: dict[str, Any] | None = None) -> None:
+    """The job's row in TensorBoard's HParams table, where the run itself wrote none (it ended before its
+    trainer existed): a sweep's table has a row for every job."""
+    try:
+        write_missing_rows(cfg, status, metrics)
+    except Exception as error:  # a view of the job: never the reason its own record goes unwritten
+        log.warning("No HParams row for this job: %s", one_line(error))
+
+
 def record_failure(error: Exception) -> None:
     """Write this job's `metrics.json` with status failed and the reason in one line."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if not isinstance(error, UserError):
         reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
     record_status(Status.FAILED, reason)
-
-
-def is_pruned(error: BaseException) -> bool:
-    """Optuna's `TrialPruned`: a job that its search stopped early, not a failure."""
-    # Optuna not imported: nothing can have raised one (and importing it here would cost every failure).
-    optuna = sys.modules.get("optuna")
-    return optuna is not None and isinstance(error, optuna.TrialPruned)
 
 
 def record_status(status: Status, reason: str, metrics: dict[str, Any] | None = None) -> None:

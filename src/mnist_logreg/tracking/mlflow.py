@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger
 from omegaconf import DictConfig
 
 from mnist_logreg.errors import require_extra
+from mnist_logreg.outputs import Status, ended_by
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -97,15 +98,16 @@ def prepare_store(node: DictConfig) -> MlflowClient | None:
 class MLflowLogger(MLFlowLogger):
     """Lightning's `MLFlowLogger`, except that a run ended by a signal (Ctrl-C, SIGTERM, a requeue:
     `StopOnInterrupt` saved it and ended the process) is KILLED, not FAILED: it is resumable, and RUNNING
-    again when resumed.
+    again when resumed. A search trial that its pruner stopped is KILLED too (its `status` tag: pruned).
 
     Lightning ends the run with `finalize("failed")` while it handles the exception, after the callbacks'
     `on_exception`, so the exception is still the one being handled here.
     """
 
     def finalize(self, status: str = "success") -> None:
-        if status == "failed" and isinstance(sys.exc_info()[1], (KeyboardInterrupt, SystemExit)):
-            status = "KILLED"
+        error = sys.exc_info()[1]
+        if status == "failed" and error is not None and ended_by(error) != Status.FAILED:
+            status = "KILLED"  # interrupted, or pruned: stopped on purpose, not failed
         super().finalize(status)
 
 
