@@ -57,6 +57,9 @@ def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Pat
         "net": {"_target_": "torch.nn.Linear", "in_features": 784, "out_features": 10},
         "deskew": False,
         "scheduler_interval": "epoch",
+        "input_shape": [1, 28, 28],
+        "num_classes": 10,
+        "class_names": [str(digit) for digit in range(10)],
     }
     loaded = LogisticRegression.load_from_checkpoint(path)
     images = torch.rand(5, 784)

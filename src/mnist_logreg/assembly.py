@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import (
     Callback,
@@ -19,31 +20,62 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import build
+from mnist_logreg.data_contract import DataDescription, describe_data
+from mnist_logreg.deskew import Deskew
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
 from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
-from mnist_logreg.model import LogisticRegression
+from mnist_logreg.model import MNIST_SHAPE, LogisticRegression
 from mnist_logreg.naming import run_name, sweep_name
 
 
-def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
-    """The data module; given the model it will fit, it applies the model's input transform (if any) to the
-    training and validation splits once, as it reads them, instead of the model doing it to every batch of
-    every epoch."""
-    if model is None or isinstance(model.transform, torch.nn.Identity):
-        return build("data", cfg.data)
-    return build("data", cfg.data, transform=model.transform)
+def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, LogisticRegression]:
+    """The data module, set up for fitting, and the model built for its images and classes
+    (data_contract.describe_data): `model.input_shape` and `model.num_classes`, left null, are the data's."""
+    datamodule = build_datamodule(cfg, deskew=bool(cfg.model.get("deskew")))
+    data = describe_data(datamodule, cfg.model.get("num_classes"))
+    return datamodule, build_model(cfg, data)
 
 
-def build_model(cfg: DictConfig) -> LogisticRegression:
-    """The model, with the optimizer and scheduler factories it calls in `configure_optimizers`."""
+def build_datamodule(cfg: DictConfig, deskew: bool = False) -> L.LightningDataModule:
+    """The data module. For a model that deskews, a data module that takes a `transform` (MNISTDataModule)
+    deskews the training and validation splits once, as it reads them, instead of the model doing it to every
+    batch of every epoch (the model sees that in its `setup`)."""
+    target = get_object(cfg.data._target_)
+    if deskew and "transform" in inspect.signature(target).parameters:
+        return build("data", cfg.data, transform=Deskew())
+    return build("data", cfg.data)
+
+
+def build_model(cfg: DictConfig, data: DataDescription | None = None) -> LogisticRegression:
+    """The model for `data` (None: the config's `model.input_shape` and `model.num_classes`, MNIST's when
+    null), with the optimizer and scheduler factories it calls in `configure_optimizers`.
+
+    The network's sizes are interpolated from `model.input_shape` and `model.num_classes`
+    (conf/model/net/linear.yaml), so the data's are filled into a copy of the config before it is built.
+    """
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if data is None:
+            cfg.model.input_shape = cfg.model.get("input_shape") or list(MNIST_SHAPE)
+            cfg.model.num_classes = cfg.model.get("num_classes") or 10
+            class_names = {}
+        else:
+            if cfg.model.get("input_shape") and tuple(cfg.model.input_shape) != data.input_shape:
+                raise UserError(
+                    f"model.input_shape={list(cfg.model.input_shape)} and the data's images are "
+                    f"{list(data.input_shape)}: leave model.input_shape=null to take the data's."
+                )
+            cfg.model.input_shape = list(data.input_shape)
+            cfg.model.num_classes = data.num_classes
+            class_names = {"class_names": data.class_names} if data.class_names else {}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, **class_names)
 
 
 def build_trainer(

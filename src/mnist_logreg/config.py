@@ -19,7 +19,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_object, instantiate
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
 
@@ -98,6 +98,8 @@ def check_options(key: str, node: Any) -> None:
             hint = f"did you mean {key}.{close[0]}?" if close else f"its options are {', '.join(allowed)}."
             raise ConfigError(f"{key}.{option}={node[option]} is not an option of {node._target_}: {hint}")
         value = node.get(option)
+        if value is None and OmegaConf.is_interpolation(node, option):
+            continue  # taken from the data when the part is built (a network's size: assembly.build_model)
         if option in hints and not _fits(value, hints[option]):
             expected = _describe(hints[option])
             raise ConfigError(f"{key}.{option}={value!r} is invalid: {node._target_} takes {expected} there.")

@@ -115,6 +115,10 @@ class MNISTDataModule(L.LightningDataModule):
     again. The test split stays as read: the tested model transforms it, as it would anyone's images.
     """
 
+    # What the model is built for (docs/your_data.md); the images are handed out flat, so their shape is said.
+    input_shape = (1, 28, 28)
+    class_names = tuple(str(digit) for digit in range(10))
+
     def __init__(
         self,
         data_dir: str = "data",

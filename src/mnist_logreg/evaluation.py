@@ -1,4 +1,5 @@
-"""`eval.py`: test a checkpoint on the official 10k MNIST test images and write metrics.json."""
+"""`eval.py`: test a checkpoint on the data's test split (MNIST's official 10k test images by default) and
+write metrics.json, each class's accuracy by name among them."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.checkpoints import load_model
 from mnist_logreg.config import check_parts
 from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.data_contract import check_test_data
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +25,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     check_parts(cfg)
     model = load_model(cfg.get("ckpt_path"))
+    datamodule = build_datamodule(cfg)
+    check_test_data(datamodule, model.input_shape, model.class_names, f"ckpt_path={cfg.ckpt_path}")
     trainer = build_trainer(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
-    trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
+    trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = RunRecord.of(trainer).metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
+from mnist_logreg.assembly import build_data_and_model, build_trainer
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import check_config
 from mnist_logreg.console import config_tree, format_results, quiet_libraries
@@ -28,8 +28,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
-    model = build_model(cfg)
-    datamodule = build_datamodule(cfg, model)
+    datamodule, model = build_data_and_model(cfg)
     ckpt_path, resumed = resume_point(cfg, model, datamodule)  # checked before the trainer says anything
     trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
     refuse_relaunch_in_multirun(trainer)
