@@ -180,15 +180,11 @@ def mistakes_figure(
     mosaic, tops = tiles(images[indices], cols=cols, gap=(6, 16), rows=rows, shape=shape)
     ax = tiled_axes(fig, mosaic)
     show_images(ax, mosaic)
+    short = max(len(name) for name in names) <= 2  # digits: one line; longer names get a line each
     for (x, y), i in zip(tops, indices.tolist(), strict=True):
-        ax.text(
-            x,
-            y,
-            f"true {names[labels[i]]}, said {names[preds[i]]}\n{confidence[i]:.1%}",
-            ha="center",
-            va="bottom",
-            fontsize=9,
-        )
+        true, said = names[labels[i]], names[preds[i]]
+        caption = f"true {true}, said {said}" if short else f"true {true}\nsaid {said}"
+        ax.text(x, y, f"{caption}\n{confidence[i]:.1%}", ha="center", va="bottom", fontsize=9 if short else 7)
     fig.suptitle(f"The {len(indices)} most confident mistakes on the test set")
     return fig
 
