@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 from mnist_logreg.errors import UserError
 
@@ -98,17 +98,20 @@ def all_batches(loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
+def require_test_loader(datamodule: L.LightningDataModule, fix: str = "") -> None:
+    """Refuse, in one line, a data module without its own `test_dataloader` (Lightning's default raises)."""
+    if not is_overridden("test_dataloader", datamodule, L.LightningDataModule):
+        raise DataContractError(
+            f"{type(datamodule).__name__} has no test_dataloader: give it one (docs/your_data.md){fix}"
+        )
+
+
 def test_data(datamodule: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
     """The test split's images and labels, read through the data module's `test_dataloader`."""
+    require_test_loader(datamodule)
     datamodule.prepare_data()
     datamodule.setup("test")
-    try:
-        loader = datamodule.test_dataloader()
-    except MisconfigurationException:  # Lightning's default hook: the data module defines none
-        raise DataContractError(
-            f"{type(datamodule).__name__} has no test_dataloader: give it one (docs/your_data.md)"
-        ) from None
-    return all_batches(loader)
+    return all_batches(datamodule.test_dataloader())
 
 
 def check_test_data(
@@ -116,6 +119,7 @@ def check_test_data(
 ) -> None:
     """Refuse, in one line, test data of another shape than the model (`what`) reads; say in one log line
     when the data names its classes otherwise than the model (the model's names are used)."""
+    require_test_loader(datamodule)
     datamodule.prepare_data()
     datamodule.setup("test")
     shape = getattr(datamodule, "input_shape", None)

@@ -13,6 +13,7 @@ from mnist_logreg.assembly import build_data_and_model, build_trainer
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import check_config
 from mnist_logreg.console import config_tree, format_results, quiet_libraries
+from mnist_logreg.data_contract import require_test_loader
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.errors import in_multirun
 from mnist_logreg.resume import resume_point
@@ -29,6 +30,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
     datamodule, model = build_data_and_model(cfg)
+    if cfg.test:
+        require_test_loader(datamodule, fix=", or train with test=false")
     ckpt_path, resumed = resume_point(cfg, model, datamodule)  # checked before the trainer says anything
     trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
     refuse_relaunch_in_multirun(trainer)

@@ -242,10 +242,14 @@ class ModelFigures(L.Callback):
                 log.info("No figures: they are drawn for one test loader, and there are %d", len(loaders))
                 return
             (loaders,) = loaders
-        images, labels = all_batches(loaders)
+        try:
+            images, labels = all_batches(loaders)
+            images = images.reshape(len(images), *shape)
+        except (ValueError, TypeError, RuntimeError) as error:
+            log.warning("No figures: test batches are not (images, labels) of %s images: %s", shape, error)
+            return
         if images.dtype == torch.uint8:
             images = images.float().div(255.0)
-        images = images.reshape(len(images), *shape)
         with torch.no_grad():
             seen = pl_module.transform(images.to(pl_module.device)).cpu()  # what the network reads
             probs = pl_module.net(seen.flatten(1).to(pl_module.device)).softmax(1).cpu()
