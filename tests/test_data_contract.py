@@ -14,7 +14,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from conftest import compose_config
 from mnist_logreg.assembly import build_model
 from mnist_logreg.config import check_parts
-from mnist_logreg.data_contract import DataContractError, DataDescription, describe_data
+from mnist_logreg.data_contract import (
+    DataContractError,
+    DataDescription,
+    check_test_data,
+    describe_data,
+    require_test_loader,
+)
 
 
 class Plain(L.LightningDataModule):
@@ -64,3 +70,20 @@ def test_the_networks_are_sized_for_the_data(net: str, tmp_path: Path) -> None:
     assert first.in_features == 144
     mnist = DataDescription((1, 28, 28), 10, None)
     assert build_model(cfg).hparams.net == build_model(cfg, mnist).hparams.net  # MNIST's, without data
+
+
+def test_eval_and_export_refuse_data_they_cannot_test_on(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(DataContractError, match=r"^Plain has no test_dataloader: give it one"):
+        require_test_loader(Plain())
+
+    class Tested(Plain):
+        def test_dataloader(self) -> DataLoader:
+            return self.train_dataloader()
+
+    tested = Tested()
+    with pytest.raises(DataContractError, match=r"reads 1 x 28 x 28 images and the data's are 3 x 8 x 6: "):
+        check_test_data(tested, (1, 28, 28), [str(c) for c in range(10)], "ckpt_path=best.ckpt")
+    tested.class_names = ["a", "b", "c"]
+    with caplog.at_level(logging.WARNING, logger="mnist_logreg.data_contract"):
+        check_test_data(tested, (3, 8, 6), ["x", "y", "z"], "ckpt_path=best.ckpt")
+    assert "names its classes otherwise than ckpt_path=best.ckpt" in caplog.text
