@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -255,7 +256,7 @@ class LogisticRegression(L.LightningModule):
         # Each class's accuracy (its recall), by name: the metric syncs its own counts across DDP ranks.
         accuracies = self.test_class_acc.compute()
         for name, accuracy in zip(self.class_names, accuracies, strict=True):
-            self.log(f"test/class_acc/{name}", accuracy)
+            self.log(f"test/class_acc/{metric_name(name)}", accuracy)
         self.test_class_acc.reset()
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
@@ -291,6 +292,12 @@ class LogisticRegression(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+def metric_name(class_name: str) -> str:
+    """A class name as part of a metric's name: the characters a logger may refuse (MLflow takes letters,
+    digits, `_-. /`) become `_`."""
+    return re.sub(r"[^\w\-. ]", "_", class_name, flags=re.ASCII)
 
 
 def check_unit_range(images: torch.Tensor) -> None:
