@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import get_object, instantiate
 from lightning.pytorch.callbacks import (
     Callback,
@@ -38,7 +39,10 @@ def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, Logist
     """The data module, set up for fitting, and the model built for its images and classes
     (data_contract.describe_data): `model.input_shape` and `model.num_classes`, left null, are the data's."""
     datamodule = build_datamodule(cfg, deskew=bool(cfg.model.get("deskew")))
-    data = describe_data(datamodule, cfg.model.get("num_classes"))
+    # Reading the data (a shuffled loader's first batch draws a seed) leaves the model's initial weights as
+    # the seed alone makes them.
+    with torch.random.fork_rng(devices=[]):
+        data = describe_data(datamodule, cfg.model.get("num_classes"))
     return datamodule, build_model(cfg, data)
 
 

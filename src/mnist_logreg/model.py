@@ -22,6 +22,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_logreg.deskew import Deskew
+from mnist_logreg.errors import UserError
 
 TRAIN_COUNT_KEY = "train_accuracy_count"  # in each checkpoint: the training epoch's [correct, seen] per rank
 
@@ -300,11 +301,15 @@ def metric_name(class_name: str) -> str:
     return re.sub(r"[^\w\-. ]", "_", class_name, flags=re.ASCII)
 
 
+class PixelRangeError(UserError, ValueError):
+    """Float pixels outside [0, 1]: a ValueError in a user's own code, one line from an entry point."""
+
+
 def check_unit_range(images: torch.Tensor) -> None:
     """Float pixels must be in [0, 1], the scale the model trained on; 0-255 floats would answer wrong."""
     low, high = torch.aminmax(images.detach())
     if low < 0 or high > 1:
-        raise ValueError(
+        raise PixelRangeError(
             f"images are {images.dtype} from {float(low):g} to {float(high):g}: the model reads pixels in "
             "[0, 1] (floats) or 0 to 255 (uint8); divide by 255 or pass uint8 images."
         )
