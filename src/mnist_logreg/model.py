@@ -188,9 +188,8 @@ class LogisticRegression(L.LightningModule):
         # image, not one per image and epoch. The transform holds no state, so one of the same class is the
         # same function.
         applied = getattr(self.trainer.datamodule, "transform", None)
-        self.fit_batches_transformed = not isinstance(self.transform, nn.Identity) and type(applied) is type(
-            self.transform
-        )
+        same = type(applied) is type(self.transform)
+        self.fit_batches_transformed = same and not isinstance(self.transform, nn.Identity)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
