@@ -68,8 +68,8 @@ def trained(compose_train, tiny_mnist: Path, tmp_path: Path) -> Path:
         ),
         ("optimizer=adam", r"was trained with another optimizer than this run's torch\.optim\.adam\.Adam"),
         (
-            "model.net.out_features=5",
-            r"does not fit this model: net\.bias is \(5,\) here and \(10,\) in the checkpoint",
+            "model/net=mlp",
+            r"does not fit this model: net\.0\.bias is \(128,\) here and None in the checkpoint",
         ),
     ],
 )

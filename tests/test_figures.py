@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from mnist_logreg.callbacks.figures import (
     WEIGHTS_CMAP,
     confident_mistakes,
+    confusion_figure,
     confusion_matrix,
     mistakes_figure,
     render,
@@ -136,3 +137,24 @@ def test_confusion_matrix_counts_the_whole_test_set(trained_run: Path) -> None:
     assert torch.equal(matrix.sum(1), labels.bincount(minlength=10))  # rows are the true classes
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert int(matrix.trace()) == round(metrics["test/acc"] * 10_000)
+
+
+def test_colour_images_and_class_names_are_drawn() -> None:
+    images = torch.rand(5, 3, 4, 6)
+    mosaic, tops = tiles(images, cols=2, gap=(1, 3), shape=(3, 4, 6))
+    assert mosaic.shape == (3 * (3 + 4), 2 * 6 + 1, 3)  # rows of height 4 under 3 pixels of caption room
+    np.testing.assert_array_equal(mosaic[3:7, 7:13], images[1].permute(1, 2, 0).numpy())
+    assert tops[1] == (7 + 2.5, 2.5)
+
+    names = ["cat", "dog", "fox"]
+    fig = weight_templates(torch.randn(3, 3 * 4 * 6), (3, 4, 6), names)
+    assert render(fig).shape == (440, 1000, 3)
+    (ax,) = fig.axes  # no colour bar: each channel's weight is its own colour's strength
+    assert [text.get_text() for text in ax.texts] == names
+    rgb = ax.images[0].get_array()
+    assert rgb.shape == (2 * (7 + 4), 2 * (6 + 3) - 3, 3)  # 2 x 2 templates, 3 apart, 7 of caption room
+    assert float(rgb.min()) >= 0 and float(rgb.max()) <= 1
+
+    matrix = confusion_matrix(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]), 3)
+    labels = [t.get_text() for t in confusion_figure(matrix, names).axes[0].get_xticklabels()]
+    assert labels == names

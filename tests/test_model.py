@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from mnist_logreg.core.data import MNISTDataModule
@@ -57,6 +58,9 @@ def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Pat
         "net": {"_target_": "torch.nn.Linear", "in_features": 784, "out_features": 10},
         "deskew": False,
         "scheduler_interval": "epoch",
+        "input_shape": [1, 28, 28],
+        "num_classes": 10,
+        "class_names": [str(digit) for digit in range(10)],
     }
     loaded = LogisticRegression.load_from_checkpoint(path)
     images = torch.rand(5, 784)
@@ -72,3 +76,29 @@ def test_the_model_summary_shows_shapes_and_flops() -> None:
     net = summary.layer_names.index("net")
     assert summary.in_sizes[net] == [1, 784] and summary.out_sizes[net] == [1, 10]
     assert summary.total_flops == 2 * 784 * 10
+
+
+@pytest.mark.parametrize("shape", [(4, 784), (4, 28, 28), (4, 1, 28, 28)])
+def test_a_users_code_passes_uint8_or_floats_in_unit_range(shape: tuple[int, ...]) -> None:
+    model = LogisticRegression().eval()
+    pixels = torch.randint(0, 256, shape, dtype=torch.uint8)  # as PIL and numpy give images
+    floats = pixels.float() / 255
+    assert torch.equal(model(pixels), model(floats))
+    assert model(floats).shape == (4, 10)
+    with pytest.raises(ValueError, match=r"from 0 to 255: the model reads pixels in \[0, 1\]") as refused:
+        model(pixels.float())  # 0-255 floats would answer wrong without a word
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ValueError, match=r"from -0\.5 to"):
+        model(floats - 0.5)
+
+
+def test_a_model_of_other_images_rebuilds_from_its_hyperparameters() -> None:
+    model = LogisticRegression(input_shape=[3, 32, 32], class_names=["cat", "dog", "fox"]).eval()
+    net = {"_target_": "torch.nn.Linear", "in_features": 3072, "out_features": 3}
+    assert model.hparams.net == net
+    again = LogisticRegression(**model.hparams)
+    again.load_state_dict(model.state_dict())
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(again.eval()(images), model(images)) and again.class_names == ["cat", "dog", "fox"]
+    with pytest.raises(ValueError, match=r"deskews 1 x 28 x 28 digits, and the images are 3 x 32 x 32"):
+        LogisticRegression(input_shape=[3, 32, 32], deskew=True)

@@ -80,3 +80,11 @@ def test_a_checkpoints_network_spec_may_build_modules_only() -> None:
         build_net(
             {"_target_": "torch.nn.Sequential", "_args_": [{"_target_": "os.system", "_args_": ["true"]}]}
         )
+
+
+def test_the_demo_refuses_a_model_of_other_images() -> None:
+    from mnist_logreg.inference.demo import DemoError, linear_model
+
+    model = LogisticRegression(input_shape=[3, 32, 32], num_classes=3)
+    with pytest.raises(DemoError, match=r"^best\.ckpt reads 3 x 32 x 32 images: the demo explains 1 x 28"):
+        linear_model(model, Path("best.ckpt"))

@@ -1,18 +1,21 @@
-"""predict.py shows what the model saw: each image's 28x28 input beside predictions.csv."""
+"""predict.py shows what the model saw: each image's input (28x28 for digits) beside predictions.csv."""
 
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image, ImageOps
 from torchvision.datasets import MNIST
 
 from helpers import ROOT
 from mnist_logreg.core.checkpoints import load_model
-from mnist_logreg.inference.predict import predict
+from mnist_logreg.core.model import LogisticRegression
+from mnist_logreg.inference.predict import predict, predict_files, write_inputs
 from mnist_logreg.inference.preprocess import load_image, to_mnist
 
 
@@ -53,3 +56,30 @@ def test_each_labelled_image_has_its_model_input_beside_the_csv(
         assert (pixels - to_mnist(load_image(row["path"]))).abs().max() <= 0.5 / 255 + 1e-6
         with torch.no_grad():
             assert int(model(pixels.unsqueeze(0)).argmax()) == int(row["prediction"])
+
+
+def test_a_model_of_colour_images_gets_each_image_resized_not_digit_preprocessed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = LogisticRegression(input_shape=[3, 8, 6], class_names=["red", "green", "blue"]).eval()
+    with torch.no_grad():  # class c's logit: the mean of channel c
+        model.net.weight.copy_(torch.eye(3).repeat_interleave(48, dim=1) / 48)
+        model.net.bias.zero_()
+    colours = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
+    files = []
+    for name, colour in colours.items():
+        Image.fromarray(np.full((30, 40, 3), colour, dtype=np.uint8)).save(tmp_path / f"{name}.png")
+        files.append(tmp_path / f"{name}.png")
+    with caplog.at_level(logging.INFO, logger="mnist_logreg.inference.predict"):
+        rows = predict_files(model, files)
+    assert "reads 3 x 8 x 6 images: MNIST's digit preprocessing is skipped" in caplog.text
+    assert [(Path(row.path).stem, row.class_name, row.prediction) for row in rows] == [
+        ("red", "red", 0),
+        ("green", "green", 1),
+        ("blue", "blue", 2),
+    ]
+    assert rows[0].pixels.shape == (3, 8, 6)
+    torch.testing.assert_close(rows[0].pixels[:, 0, 0], torch.tensor(colours["red"]) / 255)
+    write_inputs(tmp_path, rows)
+    with Image.open(tmp_path / rows[0].input) as seen:  # the model's input, in colour
+        assert (seen.mode, seen.size) == ("RGB", (6, 8))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -75,8 +76,15 @@ def short_number(value: str) -> str:
 
 
 def register_resolvers() -> None:
-    """`${run_label:${hydra.job.override_dirname}}` in conf/hydra/default.yaml."""
+    """`${run_label:${hydra.job.override_dirname}}` in conf/hydra/default.yaml, and `${prod:...}`, which
+    conf/model/net/ sizes a network's first layer with (the pixels of a `C x H x W` image)."""
     OmegaConf.register_new_resolver("run_label", run_label, replace=True)
+    OmegaConf.register_new_resolver("prod", product, replace=True)
+
+
+def product(values: Sequence[int] | None) -> int | None:
+    """The product of `values`; None while they are unknown (the data's shape, filled in by assembly)."""
+    return None if values is None else math.prod(values)
 
 
 def run_name() -> str:

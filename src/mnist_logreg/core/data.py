@@ -180,6 +180,10 @@ class MNISTDataModule(TensorDataModule):
     (`TensorDataModule`).
     """
 
+    # What the model is built for (docs/your_data.md); the images are handed out flat, so their shape is said.
+    input_shape = (1, 28, 28)
+    class_names = tuple(str(digit) for digit in range(10))
+
     def __init__(
         self,
         data_dir: str = "data",

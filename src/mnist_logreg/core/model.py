@@ -2,13 +2,17 @@
 
 A checkpoint of this module is the whole classifier: `LogisticRegression.load_from_checkpoint(path)` rebuilds
 the input transform (identity, or the deskew) and the network from the checkpoint's hyperparameters, and
-`model(images)` on images as read gives the accuracy the run recorded.
+`model(images)` on images as read gives the accuracy the run recorded. The hyperparameters also say what it
+reads and answers: the input's `C x H x W` (`input_shape`) and the classes' names (`class_names`), both
+taken from the data it was trained on (docs/your_data.md).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import lightning as L
@@ -18,11 +22,20 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_logreg.core.deskew import Deskew
+from mnist_logreg.errors import UserError
 
 TRAIN_COUNT_KEY = "train_accuracy_count"  # in each checkpoint: the training epoch's [correct, seen] per rank
 
-# The default network: multinomial logistic regression, one linear layer from the 784 pixels to 10 logits.
-LINEAR = {"_target_": "torch.nn.Linear", "in_features": 784, "out_features": 10}
+MNIST_SHAPE = (1, 28, 28)  # C x H x W: what a checkpoint that does not say was trained on
+
+
+def linear_spec(input_shape: Sequence[int], num_classes: int) -> dict[str, Any]:
+    """Multinomial logistic regression: one linear layer from the image's pixels to the classes' logits."""
+    return {"_target_": "torch.nn.Linear", "in_features": math.prod(input_shape), "out_features": num_classes}
+
+
+# The default network: from MNIST's 784 pixels to 10 logits.
+LINEAR = linear_spec(MNIST_SHAPE, 10)
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -52,8 +65,12 @@ def _check_targets(node: Any) -> None:
 
 
 class LogisticRegression(L.LightningModule):
-    """`net` (default `nn.Linear(784, 10)`) on the images after `deskew` (or none), trained with
-    `CrossEntropyLoss`, which applies the softmax itself.
+    """`net` (default one `nn.Linear` from the pixels to the classes) on the images after `deskew` (or none),
+    trained with `CrossEntropyLoss`, which applies the softmax itself.
+
+    `input_shape` (`C x H x W`, default MNIST's 1 x 28 x 28), `num_classes` and `class_names` describe the
+    data; `assembly` passes the data module's (docs/your_data.md). Left out, the number of classes is the
+    network's output size and the names are the indices, as in a checkpoint written before they existed.
 
     `net` is a plain `_target_` spec, not a module, so that it is saved with the other hyperparameters and a
     checkpoint rebuilds the network by itself (`conf/model/net/mlp.yaml` swaps in another one).
@@ -70,9 +87,22 @@ class LogisticRegression(L.LightningModule):
         optimizer: OptimizerFactory | None = None,
         scheduler: SchedulerFactory | None = None,
         scheduler_interval: Literal["step", "epoch"] = "epoch",
+        input_shape: Sequence[int] | None = None,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
-        net = dict(net or LINEAR)  # saved as a plain dict: the checkpoint says which network it holds
+        input_shape = tuple(input_shape or MNIST_SHAPE)
+        if len(input_shape) != 3 or not all(isinstance(n, int) and n > 0 for n in input_shape):
+            raise ValueError(f"model.input_shape={list(input_shape)} is invalid: it must be [C, H, W].")
+        if deskew and input_shape != MNIST_SHAPE:
+            raise ValueError(
+                f"model.deskew=true deskews 1 x 28 x 28 digits, and the images are "
+                f"{' x '.join(map(str, input_shape))}: use model.deskew=false."
+            )
+        if net is None:
+            net = linear_spec(input_shape, num_classes or (len(class_names) if class_names else 10))
+        net = dict(net)  # saved as a plain dict: the checkpoint says which network it holds
         self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -82,27 +112,78 @@ class LogisticRegression(L.LightningModule):
         self.net = build_net(net)
         self.loss = nn.CrossEntropyLoss()
         # Lightning's model summary runs this through the model for the shapes and FLOPs it shows.
-        self.example_input_array = torch.zeros(1, 1, 28, 28)
+        self.example_input_array = torch.zeros(1, *input_shape)
         # The training epoch's correct predictions, counted on the model's device: adding to a tensor needs
         # no device sync, and the count is logged once per epoch (a metric object's `update` per step would
         # cost more than this model's whole step; docs/performance.md).
         self.register_buffer("train_correct", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_seen = 0
+        # Set by whoever hands this model a data module that applied its input transform to the training and
+        # validation splits as it read them (`runs/assembly.build_data_and_model`): those batches go to the
+        # network as they are, one deskew per image rather than one per image and epoch.
         self.fit_batches_transformed = False
-        num_classes = self.net(self.example_input_array.flatten(1)).shape[1]
+        num_classes = self._check_net(num_classes)
+        class_names = [str(c) for c in class_names] if class_names else [str(c) for c in range(num_classes)]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"the data names {len(class_names)} classes and the network (model.net) answers "
+                f"{num_classes}: build the network for {len(class_names)} classes."
+            )
+        # Saved filled in, as plain values: the checkpoint alone says what the model reads and answers.
+        self.hparams.update(input_shape=list(input_shape), num_classes=num_classes, class_names=class_names)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.test_acc = self.val_acc.clone()
+        self.test_class_acc = MulticlassAccuracy(num_classes, average=None, validate_args=False)
+
+    def _check_net(self, num_classes: int | None) -> int:
+        """The network's number of outputs; a network that cannot read the input or answers another number
+        of classes than the data has is refused in one line."""
+        shape = " x ".join(map(str, self.example_input_array.shape[1:]))
+        try:
+            with torch.no_grad():
+                outputs = self.net(self.example_input_array.flatten(1)).shape[1]
+        except RuntimeError as error:
+            raise ValueError(
+                f"model.net cannot read {shape} images ({str(error).splitlines()[0]}): size its first layer "
+                "for them, e.g. in_features: ${prod:${model.input_shape}} (conf/model/net/linear.yaml)."
+            ) from None
+        if num_classes is not None and outputs != num_classes:
+            raise ValueError(
+                f"model.net answers {outputs} classes and the data has {num_classes}: size its last layer "
+                "for them, e.g. out_features: ${model.num_classes} (conf/model/net/linear.yaml)."
+            )
+        return outputs
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """`C x H x W`: the shape of one image the model reads."""
+        return tuple(self.hparams.input_shape)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Each class's name, by index."""
+        return list(self.hparams.class_names)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for images as read: pixels in [0, 1], `N x 784`, `N x 28 x 28` or `N x 1 x 28 x 28`."""
+        """Logits for images as read, `N x C x H x W` (`N x H x W` for one channel, or `N x C*H*W`): uint8
+        pixels (0 to 255) or floats in [0, 1]."""
+        if images.dtype == torch.uint8:  # as PIL, numpy and most image libraries give them
+            images = images.float().div(255.0)
+        elif self._checks_range():
+            check_unit_range(images)
         return self.net(self.transform(images).flatten(1))
 
-    def setup(self, stage: str) -> None:
-        # A data module that applied this very transform to its training and validation splits as it read
-        # them (MNISTDataModule's `transform`) hands over those batches as the network reads them: one
-        # deskew per image, not one per image and epoch.
-        datamodule = self.trainer.datamodule
-        self.fit_batches_transformed = getattr(datamodule, "transform", None) is self.transform
+    def _checks_range(self) -> bool:
+        """Whether `forward` checks that float pixels are in [0, 1]: in a user's own code, not in a Trainer's
+        loops, whose data modules promise that range (docs/your_data.md) and where the check would wait on
+        the device once per batch, nor while torch traces the model for export."""
+        if torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return False
+        try:
+            self.trainer  # noqa: B018 -- raises when the model is not attached to a Trainer
+        except RuntimeError:
+            return True
+        return False
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, labels = batch
@@ -165,17 +246,26 @@ class LogisticRegression(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
+    def on_test_epoch_end(self) -> None:
+        # Each class's accuracy (its recall), by name: the metric syncs its own counts across DDP ranks.
+        accuracies = self.test_class_acc.compute()
+        for name, accuracy in zip(self.class_names, accuracies, strict=True):
+            self.log(f"test/class_acc/{metric_name(name)}", accuracy)
+        self.test_class_acc.reset()
+
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         images, labels = batch
         logits = self._fit_logits(images) if stage == "val" else self(images)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(logits, labels)
+        if stage == "test":
+            self.test_class_acc.update(logits, labels)
         # Epoch means, reduced across DDP ranks; the accuracy metric syncs its own counts.
         self.log(f"{stage}/loss", self.loss(logits, labels), prog_bar=True, sync_dist=True)
         self.log(f"{stage}/acc", accuracy, prog_bar=True)
 
     def _fit_logits(self, images: torch.Tensor) -> torch.Tensor:
-        """Logits for a training or validation batch, transformed already or not (see `setup`)."""
+        """Logits for a training or validation batch, transformed already or not (see `__init__`)."""
         return self.net(images.flatten(1)) if self.fit_batches_transformed else self(images)
 
     def configure_optimizers(self) -> Any:
@@ -196,6 +286,26 @@ class LogisticRegression(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval},
         }
+
+
+def metric_name(class_name: str) -> str:
+    """A class name as part of a metric's name: the characters a logger may refuse (MLflow takes letters,
+    digits, `_-. /`) become `_`."""
+    return re.sub(r"[^\w\-. ]", "_", class_name, flags=re.ASCII)
+
+
+class PixelRangeError(UserError, ValueError):
+    """Float pixels outside [0, 1]: a ValueError in a user's own code, one line from an entry point."""
+
+
+def check_unit_range(images: torch.Tensor) -> None:
+    """Float pixels must be in [0, 1], the scale the model trained on; 0-255 floats would answer wrong."""
+    low, high = torch.aminmax(images.detach())
+    if low < 0 or high > 1:
+        raise PixelRangeError(
+            f"images are {images.dtype} from {float(low):g} to {float(high):g}: the model reads pixels in "
+            "[0, 1] (floats) or 0 to 255 (uint8); divide by 255 or pass uint8 images."
+        )
 
 
 def upgrade_checkpoint(checkpoint: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.figures import WEIGHTS_CMAP
 from mnist_logreg.core.checkpoints import load_model
-from mnist_logreg.core.model import LogisticRegression
+from mnist_logreg.core.model import MNIST_SHAPE, LogisticRegression
 from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.inference.preprocess import SIZE, ImageError, to_mnist
 from mnist_logreg.outputs import read_record
@@ -96,7 +96,13 @@ def read(model: LogisticRegression, image: Image.Image) -> Reading:
 
 
 def linear_model(model: LogisticRegression, ckpt_path: Path) -> LogisticRegression:
-    """The demo's evidence maps are a linear model's exact explanation: another network is refused."""
+    """The demo's evidence maps are a linear model's exact explanation of a digit drawn on its 28 x 28 canvas:
+    another network, or a model of other images, is refused."""
+    if model.input_shape != MNIST_SHAPE:
+        raise DemoError(
+            f"{ckpt_path} reads {' x '.join(map(str, model.input_shape))} images: the demo explains "
+            "1 x 28 x 28 digit models; pass ckpt_path= a checkpoint trained on MNIST-shaped data"
+        )
     if not isinstance(model.net, torch.nn.Linear):
         raise DemoError(
             f"{ckpt_path} holds a {type(model.net).__name__} network: the demo explains a linear model's "

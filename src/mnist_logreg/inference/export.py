@@ -1,14 +1,17 @@
 """A checkpoint as an ONNX model, checked against PyTorch on the whole test set before it is kept.
 
-The model takes float32 pixels in [0, 1] shaped N x 1 x 28 x 28 (any N) and returns logits, exactly what
-the LightningModule does: it trains on unnormalised pixels, so the graph needs no normalisation step. The
-module's input transform (`model.deskew=true`) is part of its forward pass, so it is in the graph, in front
-of the network: an ONNX user feeds the same pixels and gets the same accuracy.
+The model takes float32 pixels in [0, 1] shaped N x C x H x W (any N; C x H x W is the checkpoint's
+`input_shape`, 1 x 28 x 28 for MNIST) and returns logits, exactly what the LightningModule does: it trains
+on unnormalised pixels, so the graph needs no normalisation step. The module's input transform
+(`model.deskew=true`) is part of its forward pass, so it is in the graph, in front of the network: an ONNX
+user feeds the same pixels and gets the same accuracy. The file's metadata
+(`metadata_props`) holds the class names (`class_names`, a JSON list, index -> name) and the `input_shape`.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -17,9 +20,10 @@ from types import ModuleType
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch import nn
 
 from mnist_logreg.core.checkpoints import load_model
+from mnist_logreg.core.data_contract import check_test_data, test_data
+from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.files import replaced_atomically
 from mnist_logreg.runs.config import build
@@ -33,8 +37,9 @@ class ExportError(UserError):
     """The ONNX model does not reproduce PyTorch's results, or its tools are not installed."""
 
 
-def export_onnx(model: nn.Module, path: Path) -> None:
-    """Write `model` as ONNX with a dynamic batch dimension, in one file.
+def export_onnx(model: LogisticRegression, path: Path) -> None:
+    """Write `model` as ONNX with a dynamic batch dimension, in one file, its class names and input shape in
+    the file's metadata.
 
     Uses torch's current exporter (`dynamo=True`, which needs onnxscript): the TorchScript-based one
     still works in torch 2.14 but is deprecated and warns that it will be removed. Its default opset has
@@ -45,7 +50,7 @@ def export_onnx(model: nn.Module, path: Path) -> None:
     # The exporter's optimisation passes log each step at INFO; what matters is the check that follows.
     for name in ("onnx_ir", "onnxscript"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    sample = torch.zeros(2, 1, 28, 28)
+    sample = torch.zeros(2, *model.input_shape)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
         # torch.export's note on the model's unused submodules (metrics, loss) says nothing to act on.
@@ -61,13 +66,25 @@ def export_onnx(model: nn.Module, path: Path) -> None:
             dynamic_shapes=({0: batch},),
             verbose=False,
         )
+    onnx = require("onnx")
+    graph = onnx.load(str(path))
+    metadata = {
+        "class_names": json.dumps(model.class_names),  # index -> name
+        "input_shape": json.dumps(list(model.input_shape)),  # C, H, W
+    }
+    onnx.helper.set_model_props(graph, metadata)
+    onnx.save(graph, str(path))
 
 
-def compare_with_torch(model: nn.Module, path: Path, images: torch.Tensor) -> tuple[int, float, np.ndarray]:
+def compare_with_torch(
+    model: LogisticRegression, path: Path, images: torch.Tensor
+) -> tuple[int, float, np.ndarray]:
     """onnxruntime's logits against PyTorch's on `images`: differing predictions, max |difference|, logits."""
     onnxruntime = require("onnxruntime")
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    pixels = images.reshape(-1, 1, 28, 28).float().numpy()
+    if images.dtype == torch.uint8:
+        images = images.float().div(255.0)
+    pixels = images.reshape(-1, *model.input_shape).float().numpy()
     (onnx_logits,) = session.run([OUTPUT], {INPUT: pixels})
     with torch.no_grad():
         torch_logits = model(torch.from_numpy(pixels)).numpy()
@@ -76,13 +93,13 @@ def compare_with_torch(model: nn.Module, path: Path, images: torch.Tensor) -> tu
 
 
 def export(cfg: DictConfig) -> Path:
-    """Export, verify on the official test set, and only then move the file to its final name."""
+    """Export, verify on the data's test split (MNIST's official test set by default), and only then move
+    the file to its final name."""
     classifier = load_model(cfg.get("ckpt_path"))
     # The graph applies the input transform itself: it is checked on the test images as read.
     datamodule = build("data", cfg.data)
-    datamodule.prepare_data()
-    datamodule.setup("test")
-    images, labels = datamodule.splits["test"]
+    check_test_data(datamodule, classifier.input_shape, classifier.class_names, f"ckpt_path={cfg.ckpt_path}")
+    images, labels = test_data(datamodule)
 
     path = Path(cfg.onnx_path)
     with replaced_atomically(path) as tmp:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import copy
+import inspect
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,14 +20,16 @@ from lightning.pytorch.callbacks import (
     RichProgressBar,
 )
 from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from mnist_logreg.callbacks.mlflow_run import MLflowRun
 from mnist_logreg.callbacks.progress import EpochLines
 from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.callbacks.wandb_run import WandbRun
-from mnist_logreg.core.model import LogisticRegression
-from mnist_logreg.errors import require_extra
+from mnist_logreg.core.data_contract import DataDescription, describe_data
+from mnist_logreg.core.deskew import Deskew
+from mnist_logreg.core.model import MNIST_SHAPE, LogisticRegression
+from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.naming import run_name, sweep_name
 from mnist_logreg.outputs import HYDRA
 from mnist_logreg.runs.config import build
@@ -34,19 +38,60 @@ from mnist_logreg.tracking.hparams import flatten_config, group_choices, hyperpa
 from mnist_logreg.tracking.mlflow import logger_options, mlflow_logger
 
 
-def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
-    """The data module; given the model it will fit, it applies the model's input transform (if any) to the
-    training and validation splits once, as it reads them, instead of the model doing it to every batch of
-    every epoch."""
-    if model is None or isinstance(model.transform, torch.nn.Identity):
-        return build("data", cfg.data)
-    return build("data", cfg.data, transform=model.transform)
+def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, LogisticRegression]:
+    """The data module, set up for fitting, and the model built for its images and classes
+    (`core/data_contract.describe_data`): `model.input_shape` and `model.num_classes`, left null, are the
+    data's.
+
+    For a model that deskews, a data module that takes a `transform` (MNISTDataModule) deskews the training
+    and validation splits once, as it reads them, instead of the model doing it to every batch of every
+    epoch; the model is told so here, where both are built.
+    """
+    deskew_once = bool(cfg.model.get("deskew")) and _takes_transform(cfg.data)
+    datamodule = build("data", cfg.data, transform=Deskew()) if deskew_once else build_datamodule(cfg)
+    # Reading the data (a shuffled loader's first batch draws a seed) leaves the model's initial weights as
+    # the seed alone makes them.
+    with torch.random.fork_rng(devices=[]):
+        data = describe_data(datamodule, cfg.model.get("num_classes"))
+    model = build_model(cfg, data)
+    model.fit_batches_transformed = deskew_once
+    return datamodule, model
 
 
-def build_model(cfg: DictConfig) -> LogisticRegression:
-    """The model, with the optimizer and scheduler factories it calls in `configure_optimizers`."""
+def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+    """The data module as configured, its images as read (eval and export test a model, which transforms
+    them itself)."""
+    return build("data", cfg.data)
+
+
+def _takes_transform(node: DictConfig) -> bool:
+    return "transform" in inspect.signature(get_object(node._target_)).parameters
+
+
+def build_model(cfg: DictConfig, data: DataDescription | None = None) -> LogisticRegression:
+    """The model for `data` (None: the config's `model.input_shape` and `model.num_classes`, MNIST's when
+    null), with the optimizer and scheduler factories it calls in `configure_optimizers`.
+
+    The network's sizes are interpolated from `model.input_shape` and `model.num_classes`
+    (conf/model/net/linear.yaml), so the data's are filled into a copy of the config before it is built.
+    """
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        if data is None:
+            cfg.model.input_shape = cfg.model.get("input_shape") or list(MNIST_SHAPE)
+            cfg.model.num_classes = cfg.model.get("num_classes") or 10
+            class_names = {}
+        else:
+            if cfg.model.get("input_shape") and tuple(cfg.model.input_shape) != data.input_shape:
+                raise UserError(
+                    f"model.input_shape={list(cfg.model.input_shape)} and the data's images are "
+                    f"{list(data.input_shape)}: leave model.input_shape=null to take the data's."
+                )
+            cfg.model.input_shape = list(data.input_shape)
+            cfg.model.num_classes = data.num_classes
+            class_names = {"class_names": data.class_names} if data.class_names else {}
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler)
+    return build("model", cfg.model, optimizer=instantiate(cfg.optimizer), scheduler=scheduler, **class_names)
 
 
 def build_record(cfg: DictConfig, identity: dict[str, Any]) -> RunRecord:
@@ -82,7 +127,6 @@ def build_trainer(
     callbacks += trackers
     if record is not None:
         record.trackers += trackers
-    if record is not None:
         callbacks.append(record)
     options = {}
     # Lightning adds a progress bar of its own when given none; `callbacks.progress_bar=null` means none.

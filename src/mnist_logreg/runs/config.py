@@ -108,6 +108,8 @@ def check_options(key: str, node: Any) -> None:
                 f"{key}.{option} has no value: give one on the command line, {key}.{option}=..."
             )
         value = node.get(option)
+        if value is None and OmegaConf.is_interpolation(node, option):
+            continue  # taken from the data when the part is built (a network's size: assembly.build_model)
         if option in hints and not _fits(value, hints[option]):
             expected = _describe(hints[option])
             raise ConfigError(f"{key}.{option}={value!r} is invalid: {node._target_} takes {expected} there.")

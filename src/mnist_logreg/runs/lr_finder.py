@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from omegaconf import DictConfig
 
 from mnist_logreg.files import replaced_atomically, write_json
-from mnist_logreg.runs.assembly import build_datamodule, build_model, build_trainer
+from mnist_logreg.runs.assembly import build_data_and_model, build_trainer
 from mnist_logreg.runs.config import check_config
 from mnist_logreg.runs.console import quiet_libraries
 from mnist_logreg.runtime import command_line
@@ -32,8 +32,7 @@ def find_lr(cfg: DictConfig) -> dict[str, Any]:
     check_config(cfg)
     output_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
-    model = build_model(cfg)
-    datamodule = build_datamodule(cfg, model)
+    datamodule, model = build_data_and_model(cfg)
     trainer = build_trainer(cfg)
     finder = Tuner(trainer).lr_find(model, datamodule=datamodule, update_attr=False, **cfg.lr_find)
     if finder is None:  # on a rank other than 0

@@ -69,6 +69,14 @@ def check_resume(
             "without ckpt_path."
         )
 
+    saved_names = checkpoint["hyper_parameters"].get("class_names")
+    if saved_names is not None and list(saved_names) != list(model.hparams.get("class_names", [])):
+        raise CheckpointError(
+            f"ckpt_path={path} was trained on other classes ({', '.join(saved_names[:5])}"
+            f"{', ...' if len(saved_names) > 5 else ''}): resume with the data it was trained on (data=...), "
+            "or start a new run without ckpt_path."
+        )
+
     saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
     current_data = getattr(datamodule, "hparams", {})
     for key in RESUME_DATA_KEYS:

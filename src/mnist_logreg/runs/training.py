@@ -10,7 +10,8 @@ import torch
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.config_tree import config_tree
-from mnist_logreg.runs.assembly import build_datamodule, build_model, build_record, build_trainer
+from mnist_logreg.core.data_contract import require_test_loader
+from mnist_logreg.runs.assembly import build_data_and_model, build_record, build_trainer
 from mnist_logreg.runs.config import check_config
 from mnist_logreg.runs.console import format_results, quiet_libraries
 from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
@@ -29,8 +30,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("cpu_threads"):
         torch.set_num_threads(cfg.cpu_threads)
     L.seed_everything(cfg.seed, verbose=False)
-    model = build_model(cfg)
-    datamodule = build_datamodule(cfg, model)
+    datamodule, model = build_data_and_model(cfg)
+    if cfg.test:
+        require_test_loader(datamodule, fix=", or train with test=false")
     # Checked before the trainer says anything; a resumed run goes on logging to its own MLflow run.
     ckpt_path, resumed = resume_point(cfg, model, datamodule, optimizer)
     record = build_record(cfg, run_identity(cfg))
