@@ -21,6 +21,7 @@ from torchvision.datasets.utils import check_integrity
 
 from mnist_logreg.errors import UserError
 from mnist_logreg.records import write_json
+from mnist_logreg.splits import fold_split
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ class TensorBatches:
 class MNISTDataModule(L.LightningDataModule):
     """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
 
+    With `folds` (K-fold cross-validation), fold `fold` of K folds of the 60k training images, stratified by
+    label and drawn from `split_seed`, validates instead, and the other K - 1 folds train (`val_size` is
+    not used); the test split is the same 10k images.
+
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
     (`transforms.ToTensor()` and nothing else): images as read. Whatever the model does to them first
     (deskewing, `model.deskew=true`) is the model's, so that a checkpoint classifies images by itself.
@@ -125,6 +130,8 @@ class MNISTDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         download: bool = True,
         transform: torch.nn.Module | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
         _check_whole("batch_size", batch_size)
@@ -132,6 +139,7 @@ class MNISTDataModule(L.LightningDataModule):
         _check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
         _check_whole("split_seed", split_seed, minimum=0)
         _check_whole("shuffle_seed", shuffle_seed, minimum=0)
+        _check_folds(folds, fold)
         self.save_hyperparameters(ignore=["transform"], logger=False)
         self.data_dir = Path(data_dir)
         self.batch_size = batch_size
@@ -141,6 +149,8 @@ class MNISTDataModule(L.LightningDataModule):
         self.shuffle_seed = shuffle_seed
         self.download = download
         self.transform = transform
+        self.folds = folds
+        self.fold = fold
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
@@ -236,14 +246,17 @@ class MNISTDataModule(L.LightningDataModule):
         does not read the 60,000 training images."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             train = MNIST(str(self.data_dir), train=True)
-            if self.val_size >= len(train.targets):
-                raise UserError(
-                    f"data.val_size={self.val_size} leaves no training data: "
-                    f"it must be below the {len(train.targets)} training images."
-                )
-            generator = torch.Generator().manual_seed(self.split_seed)
-            order = torch.randperm(len(train.targets), generator=generator)
-            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            if self.folds is not None:
+                train_idx, val_idx = fold_split(train.targets, self.folds, self.fold, self.split_seed)
+            else:
+                if self.val_size >= len(train.targets):
+                    raise UserError(
+                        f"data.val_size={self.val_size} leaves no training data: "
+                        f"it must be below the {len(train.targets)} training images."
+                    )
+                generator = torch.Generator().manual_seed(self.split_seed)
+                order = torch.randperm(len(train.targets), generator=generator)
+                val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
             images, labels = self._as_tensors(train.data[train_idx], train.targets[train_idx])
             self.splits["train"] = self._transformed(images), labels
@@ -288,6 +301,24 @@ class MNISTDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return self._batches("test", self.eval_batch_size)
+
+
+def _check_folds(folds: int | None, fold: int | None) -> None:
+    """K-fold cross-validation needs both keys: K >= 2 folds and which one validates, from 0 to K - 1."""
+    if folds is None:
+        if fold is not None:
+            raise UserError(f"data.fold={fold!r} needs data.folds: give the number of folds, data.folds=5.")
+        return
+    _check_whole("folds", folds, minimum=2, why=" (folds of the training images, one of which validates)")
+    if fold is None:
+        raise UserError(
+            f"data.folds={folds} needs data.fold, the fold that validates: 0 to {folds - 1} "
+            f"(all of them: -m 'data.fold=range({folds})')."
+        )
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        raise UserError(
+            f"data.fold={fold!r} is invalid: it must be from 0 to {folds - 1} (data.folds={folds})."
+        )
 
 
 def _check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:

@@ -51,8 +51,11 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What says which run this was, beside its results: the seed, and a search trial's study and number."""
+    """What says which run this was, beside its results: the seed, the fold that validated (k-fold
+    cross-validation), and a search trial's study and number."""
     identity: dict[str, Any] = {"seed": cfg.seed}
+    if cfg.data.get("folds") is not None:
+        identity.update(folds=cfg.data.folds, fold=cfg.data.fold)
     trial = cfg.get("trial") or {}
     if trial.get("study_name") is not None:
         identity["study"] = trial.study_name
