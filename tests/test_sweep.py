@@ -257,7 +257,7 @@ def test_a_grid_over_seeds_gets_a_row_per_configuration_with_mean_and_std(tmp_pa
     make_job(sweep, "6", ["seed=4", "optimizer.lr=0.1"], {"status": "failed", "error": "diverged"})
     assert end_sweep(sweep, allow_failed_jobs=True) == 0
     summary = (sweep / "summary.md").read_text()
-    table = summary[summary.index("## Over seeds") :].splitlines()
+    table = summary[summary.index("## Over seeds") : summary.index("## The best against")].splitlines()
     assert "| optimizer.lr | seeds | val/acc (mean ± std) | test/acc (mean ± std) |" in table
     rows = [line for line in table if line.startswith("| 0.")]
     assert rows == [  # best mean first; the failed seed counted as run, not as completed

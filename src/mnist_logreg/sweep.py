@@ -36,6 +36,8 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.comparison import Difference, paired_difference
+from mnist_logreg.errors import UserError
 from mnist_logreg.naming import short_number
 from mnist_logreg.records import replaced_atomically, write_text
 from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
@@ -137,9 +139,15 @@ class SweepSummary(Callback):
         lines.append(markdown_table(jobs[:CONSOLE_ROWS], self.metric, common))
         if len(jobs) > CONSOLE_ROWS:
             lines.append(f"... and {len(jobs) - CONSOLE_ROWS} more")
-        groups = seed_groups(jobs, self.metric, self.mode)
+        groups = replicate_groups(jobs, self.metric, self.mode)
         if groups:
-            lines += ["Over seeds, best mean first:", seeds_table(groups, self.metric)]
+            over = replicated_over(jobs)
+            lines += [f"Over {over}, best mean first:", groups_table(groups, self.metric, over)]
+            if len(groups) > 1:
+                lines += [
+                    f"The best against each other, on the {over} both completed:",
+                    differences_table(groups, self.metric, over),
+                ]
         log.info("%s", "\n".join(lines))
         if jobs[0].score(self.metric) is not None:
             log.info("Best %s", jobs[0].describe(self.metric))
@@ -309,16 +317,28 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
     if common:
         lines += ["", "Every job: " + " ".join(f"`{key}={value}`" for key, value in common.items()) + "."]
     lines += ["", markdown_table(jobs, metric, common)]
-    groups = seed_groups(jobs, metric, mode)
+    groups = replicate_groups(jobs, metric, mode)
     if groups:
+        over = replicated_over(jobs)
         lines += [
             "",
-            "## Over seeds",
+            f"## Over {over}",
             "",
-            "Each configuration's mean ± standard deviation over its seeds, best mean first:",
+            f"Each configuration's mean ± standard deviation over its {over}, best mean first:",
             "",
-            seeds_table(groups, metric),
+            groups_table(groups, metric, over),
         ]
+        if len(groups) > 1:
+            lines += [
+                "",
+                "## The best against each other",
+                "",
+                f"The best configuration's `{metric}` minus each other's, paired on the {over} both "
+                "completed: the mean difference and its 95% interval (paired t, mnist_logreg.comparison). "
+                "Where the interval contains 0, the two cannot be told apart.",
+                "",
+                differences_table(groups, metric, over),
+            ]
     notes = edges(jobs, metric)
     if notes:
         lines += ["", "## At the edge", ""] + [f"- {note.sentence()}" for note in notes]
@@ -357,62 +377,131 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+# What a sweep repeats one configuration over, not part of the configuration: its replicates.
+REPLICATE_KEYS = {"seed": "seeds", "data.fold": "folds"}
+Replicate = tuple[str, str, str]  # (seed, folds, fold) as recorded; "" where the run had none
+
+
+def replicate(job: Job) -> Replicate:
+    """Which replicate a job is: its seed and fold as its record names them (or its overrides, if it left
+    none), so that jobs of two configurations, or of two sweeps, with the same seed and fold pair up."""
+    recorded = {"seed": "seed", "folds": "data.folds", "fold": "data.fold"}
+    return tuple(  # type: ignore[return-value]
+        str(job.metrics.get(name, job.overrides.get(key, ""))) for name, key in recorded.items()
+    )
+
+
 @dataclass
-class SeedGroup:
-    """One configuration of a sweep over seeds: its overrides (the seed left out) and its jobs' scores."""
+class Group:
+    """One configuration of a sweep over seeds or folds: its overrides (those two left out) and its
+    completed jobs' scores, by replicate."""
 
     overrides: dict[str, str]
-    scores: dict[str, list[float]]  # metric -> one value per completed seed
-    seeds: int  # jobs in the group, completed or not
+    runs: int = 0  # jobs in the group, completed or not
+    replicates: dict[Replicate, dict[str, float]] = field(default_factory=dict)  # completed: metric -> value
+
+    @property
+    def scores(self) -> dict[str, list[float]]:
+        """Metric -> one value per completed replicate."""
+        scores: dict[str, list[float]] = {}
+        for values in self.replicates.values():
+            for name, value in values.items():
+                scores.setdefault(name, []).append(value)
+        return scores
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(self.scores[metric])
 
     def spread(self, metric: str) -> str:
-        """`0.9012 ± 0.0031`: the mean and the standard deviation over the seeds (n - 1)."""
+        """`0.9012 ± 0.0031`: the mean and the standard deviation over the replicates (n - 1)."""
         values = self.scores.get(metric, [])
         if not values:
             return ""
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.4f} ± {std:.4f}"
 
+    def against(self, other: Group, metric: str) -> Difference | None:
+        """This configuration's `metric` minus `other`'s on the replicates both completed, with its 95%
+        interval (paired t); None with fewer than 2 shared replicates."""
+        pairs = [
+            (values[metric], other.replicates[r][metric])
+            for r, values in self.replicates.items()
+            if metric in values and metric in other.replicates.get(r, {})
+        ]
+        if len(pairs) < 2:
+            return None
+        return paired_difference([mine for mine, _ in pairs], [theirs for _, theirs in pairs])
 
-def seed_groups(jobs: list[Job], metric: str, mode: str) -> list[SeedGroup]:
-    """The sweep's configurations, best mean first, when it ran some with more than one `seed`; else none."""
-    if len({job.overrides.get("seed") for job in jobs if "seed" in job.overrides}) < 2:
-        return []
-    groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+
+def group_jobs(jobs: list[Job], metric: str, mode: str) -> list[Group]:
+    """Every configuration among `jobs` (overrides less seed and fold), best mean of `metric` first, then
+    those without a completed job."""
+    groups: dict[tuple[tuple[str, str], ...], Group] = {}
     for job in jobs:
-        config = {key: value for key, value in job.overrides.items() if key != "seed"}
-        group = groups.setdefault(tuple(config.items()), SeedGroup(config, {}, 0))
-        group.seeds += 1
+        config = {key: value for key, value in job.overrides.items() if key not in REPLICATE_KEYS}
+        group = groups.setdefault(tuple(config.items()), Group(config))
+        group.runs += 1
         if job.score(metric) is None:
             continue
-        for name in dict.fromkeys([metric, *METRICS]):
-            if isinstance(job.metrics.get(name), (int, float)):
-                group.scores.setdefault(name, []).append(float(job.metrics[name]))
-    if all(group.seeds < 2 for group in groups.values()):
-        return []
+        values = {name: job.metrics.get(name) for name in dict.fromkeys([metric, *METRICS])}
+        # A duplicated replicate (`seed=0,0`) keeps its first job: pairs stay one to one.
+        group.replicates.setdefault(
+            replicate(job), {n: float(v) for n, v in values.items() if isinstance(v, (int, float))}
+        )
     scored = [g for g in groups.values() if g.scores.get(metric)]
     scored.sort(key=lambda g: -g.mean(metric) if mode == "max" else g.mean(metric))
     return scored + [g for g in groups.values() if not g.scores.get(metric)]
 
 
-def seeds_table(groups: list[SeedGroup], metric: str) -> str:
-    """A row per configuration: the overrides that vary, the seeds completed of those run, mean ± std."""
+def replicate_groups(jobs: list[Job], metric: str, mode: str) -> list[Group]:
+    """The sweep's configurations, best mean first, when it ran some over more than one seed or fold;
+    else none."""
+    if len({tuple(job.overrides.get(key) for key in REPLICATE_KEYS) for job in jobs}) < 2:
+        return []
+    groups = group_jobs(jobs, metric, mode)
+    return groups if any(group.runs > 1 for group in groups) else []
+
+
+def replicated_over(jobs: list[Job]) -> str:
+    """`seeds`, `folds`, or `seeds and folds`: what the sweep's jobs repeat their configurations over."""
+    swept = [name for key, name in REPLICATE_KEYS.items() if len({j.overrides.get(key) for j in jobs}) > 1]
+    return " and ".join(swept) or "seeds"
+
+
+def groups_table(groups: list[Group], metric: str, over: str = "seeds") -> str:
+    """A row per configuration: the overrides that vary, the replicates completed of those run,
+    mean ± std."""
     keys = [k for k in dict.fromkeys(k for g in groups for k in g.overrides) if _varies(groups, k)]
     names = list(dict.fromkeys([metric, "val/acc", "test/acc"]))
-    header = [*keys, "seeds", *(f"{name} (mean ± std)" for name in names)]
+    header = [*keys, over, *(f"{name} (mean ± std)" for name in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         cells = [short_number(group.overrides.get(key, "")) for key in keys]
-        cells.append(f"{len(group.scores.get(metric, []))} of {group.seeds}")
+        cells.append(f"{len(group.scores.get(metric, []))} of {group.runs}")
         cells += [group.spread(name) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _varies(groups: list[SeedGroup], key: str) -> bool:
+def differences_table(groups: list[Group], metric: str, over: str = "seeds") -> str:
+    """The best configuration against each other one, on the replicates both completed: the mean paired
+    difference of `metric` (best minus other), its 95% interval, and whether the two can be told apart."""
+    best, others = groups[0], [g for g in groups[1:] if g.scores.get(metric)]
+    keys = [k for k in dict.fromkeys(k for g in groups for k in g.overrides) if _varies(groups, k)]
+    header = [*keys, f"paired {over}", f"best - this, {metric} [95% interval]", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in others:
+        cells = [short_number(group.overrides.get(key, "")) for key in keys]
+        difference = best.against(group, metric)
+        if difference is None:
+            cells += ["fewer than 2", "", f"not paired: no 2 {over} completed by both"]
+        else:
+            cells += [str(difference.n), difference.interval(), difference.verdict("the best", "this")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _varies(groups: list[Group], key: str) -> bool:
     return len({g.overrides.get(key) for g in groups}) > 1
 
 
@@ -459,7 +548,7 @@ def edges(jobs: list[Job], metric: str) -> list[Edge]:
         return []
     found = []
     for key, text in best.overrides.items():
-        if key == "seed" or not is_number(text):
+        if key in REPLICATE_KEYS or not is_number(text):
             continue
         value = float(text)
         if key in best.ranges:
@@ -559,8 +648,46 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
     SweepSummary(metric, mode, allow_failed_jobs=True).on_multirun_end(config)
 
 
+def compare(dir_a: Path, dir_b: Path, metric: str = "val/acc", mode: str = "max") -> list[str]:
+    """Lines comparing two sweeps (or two folders of run directories): the best configuration of each, its
+    mean ± std, and A minus B paired on the seeds and folds both completed, with its 95% interval."""
+    best: list[Group] = []
+    lines = []
+    for side, directory in (("A", dir_a), ("B", dir_b)):
+        if not directory.is_dir():
+            raise UserError(f"{directory} is not a directory: give a sweep dir or a folder of runs.")
+        groups = [g for g in group_jobs(read_jobs(directory), metric, mode) if g.scores.get(metric)]
+        if not groups:
+            raise UserError(
+                f"{directory} holds no completed run with {metric}: give a sweep dir or a folder of run "
+                "directories (each with .hydra/overrides.yaml and metrics.json)."
+            )
+        group = groups[0]
+        config = " ".join(f"{key}={value}" for key, value in group.overrides.items()) or "defaults"
+        of = f", the best of {len(groups)} configurations" if len(groups) > 1 else ""
+        runs = len(group.scores[metric])
+        lines.append(f"{side}: {directory} ({config}{of}): {metric} {group.spread(metric)} over {runs} runs")
+        best.append(group)
+    difference = best[0].against(best[1], metric)
+    if difference is None:
+        raise UserError(
+            f"{dir_a} and {dir_b} share fewer than 2 completed seeds or folds, so they cannot be paired: "
+            "run both with the same seeds (seed=1,2,3) or folds (data.folds=5 'data.fold=range(5)')."
+        )
+    lines.append(
+        f"A - B, {metric}, paired on {difference.n} shared seeds and folds: {difference.interval()} "
+        f"(95% interval, paired t): {difference.verdict('A', 'B')}"
+    )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m mnist_logreg.sweep`: report a sweep, or a study, without running anything."""
+    """`python -m mnist_logreg.sweep`: report a sweep, or a study, without running anything; or compare
+    two sweeps (`python -m mnist_logreg.sweep compare DIR_A DIR_B`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        compare_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(
         prog="python -m mnist_logreg.sweep",
         description="Write the summary (summary.md, summary.csv) and plots of a sweep, or of an Optuna study "
@@ -583,6 +710,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.sweep_dir} is not a directory: give a sweep dir, or --storage and --study-name")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report(args.sweep_dir, args.metric, args.mode)
+
+
+def compare_main(argv: list[str]) -> None:
+    """`python -m mnist_logreg.sweep compare DIR_A DIR_B`: print the paired comparison; exit 2 if none."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_logreg.sweep compare",
+        description="Compare two sweeps, or two folders of run directories, on the seeds and folds they "
+        "share: the best configuration of each, and A minus B with its 95%% interval (paired t).",
+    )
+    parser.add_argument("dir_a", type=Path, help="a sweep dir, or a folder of run directories")
+    parser.add_argument("dir_b", type=Path, help="the same, for the other side")
+    parser.add_argument("--metric", default="val/acc", help="what to compare (default: val/acc)")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="whether higher is better")
+    args = parser.parse_args(argv)
+    try:
+        lines = compare(args.dir_a, args.dir_b, args.metric, args.mode)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
