@@ -40,7 +40,7 @@ from mnist_logreg.comparison import Difference, paired_difference
 from mnist_logreg.errors import UserError
 from mnist_logreg.naming import short_number
 from mnist_logreg.records import replaced_atomically, write_text
-from mnist_logreg.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, absolute, open_storage
+from mnist_logreg.study import ERROR, JOB_DIR, JOB_DIRS, RETRY_OF, STUDY_FILE, absolute, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +214,11 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
     jobs = []
     for trial in trials:
         job_dir = trial.user_attrs.get(JOB_DIR)  # none: the trial never ran (it could not be composed)
-        metrics = read_metrics(Path(job_dir)) if job_dir else {}
+        fold_dirs = trial.user_attrs.get(JOB_DIRS)  # a trial scored over folds: one job per fold
+        if fold_dirs:
+            metrics = over_folds([read_metrics(Path(fold_dir)) for fold_dir in fold_dirs])
+        else:
+            metrics = read_metrics(Path(job_dir)) if job_dir else {}
         status = STATES.get(trial.state.name, trial.state.name.lower())
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
@@ -239,6 +243,29 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
             )
         )
     return jobs
+
+
+def over_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial scored over folds as one row: its folds' numbers averaged, once every fold completed; else
+    the record of the first fold that did not (a pruned one's last value), its error naming the fold."""
+    for fold, record in enumerate(records):
+        if not record:  # running, or killed: the trial's state says which
+            return {}
+        if record.get("status") != "completed":
+            error = record.get("error")
+            return {**record, "error": f"fold {fold}: {error}"} if error else record
+    identity = ("seed", "folds", "fold", "trial")
+    numbers = [
+        key
+        for key, value in records[0].items()
+        if key not in identity and all(_is_number(record.get(key)) for record in records)
+    ]
+    averaged = {key: statistics.fmean(record[key] for record in records) for key in numbers}
+    return {"status": "completed", **averaged, "folds": len(records)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _range(distribution: Any) -> Range | None:
