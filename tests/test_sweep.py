@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -342,6 +343,32 @@ def test_compare_two_sweeps_on_their_shared_folds(tmp_path: Path, capsys) -> Non
         main(["compare", str(tmp_path / "a"), str(tmp_path / "c")])
     assert exit.value.code == 2
     assert "share fewer than 2 completed seeds or folds, so they cannot be paired" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_3_fold_multirun_on_mnist_is_summarised_over_its_folds(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(
+        "data.folds=3",
+        "data.fold=range(3)",
+        "optimizer.lr=0.5",
+        "test=false",
+        *SHORT,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {}
+    for fold in range(3):
+        (job_dir,) = sweep.glob(f"{fold}_*")
+        assert f"fold-{fold}+folds-3" in job_dir.name  # the run's name says its fold
+        records[fold] = json.loads((job_dir / "metrics.json").read_text())
+        assert (records[fold]["folds"], records[fold]["fold"], records[fold]["seed"]) == (3, fold, 0)
+        assert records[fold]["status"] == "completed" and records[fold]["steps"] == 20
+    accs = [records[fold]["val/acc"] for fold in range(3)]
+    assert len(set(accs)) == 3 and all(0.5 < acc < 1 for acc in accs)  # three validation splits
+    summary = (sweep / "summary.md").read_text()
+    mean, std = statistics.fmean(accs), statistics.stdev(accs)
+    assert "## Over folds" in summary and f"| 3 of 3 | {mean:.4f} ± {std:.4f} |" in summary
 
 
 def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_path: Path, caplog) -> None:
