@@ -6,14 +6,17 @@ return values, which a job that was killed never produces. An Optuna search's sw
 (`study.yaml`): then the rows are the study's trials, from every worker and invocation, with their state
 (completed, pruned, failed, running) and job directory.
 
-Below the table: one row per configuration with the mean and standard deviation over its seeds, when a sweep
-repeats configurations with several seeds; and a line for each swept number whose best value lies at an edge
-of its range, with the range to try next.
+Below the table: one row per configuration with the mean and standard deviation over its seeds and folds
+(`data.fold`), when a sweep repeats configurations over several; the best configuration against each other
+one, paired seed by seed and fold by fold, with the 95% interval of the difference
+(`mnist_logreg.comparison`); and a line for each swept number whose best value lies at an edge of its range,
+with the range to try next.
 
 Any time, without running a trial (another worker's search still running, say):
 
     python -m mnist_logreg.sweep logs/sweeps/<sweep>          # rewrite its summary and plots
     python -m mnist_logreg.sweep --storage sqlite:///search.db --study-name sgd logs/sweeps/report
+    python -m mnist_logreg.sweep compare logs/sweeps/<A> logs/sweeps/<B>   # two sweeps, paired
 """
 
 from __future__ import annotations
