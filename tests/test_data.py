@@ -121,3 +121,28 @@ def test_verified_data_is_read_without_writing(tiny_mnist: Path, monkeypatch: py
         DataError, match=r"needs extracting, but it cannot be written \(Read-only file system\)"
     ):
         prepared(tiny_mnist, val_size=100)
+
+
+@pytest.mark.parametrize(
+    ("folds", "fold", "message"),
+    [
+        (5, 5, r"^data\.fold=5 is invalid: it must be from 0 to 4 \(data\.folds=5\)\.$"),
+        (5, -1, r"^data\.fold=-1 is invalid: it must be from 0 to 4"),
+        (1, 0, r"^data\.folds=1 is invalid: it must be a whole number >= 2"),
+        (5, None, r"^data\.folds=5 needs data\.fold, the fold that validates: 0 to 4"),
+        (None, 2, r"^data\.fold=2 needs data\.folds"),
+    ],
+)
+def test_impossible_folds_are_refused_in_one_line(folds, fold, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        MNISTDataModule(folds=folds, fold=fold)
+
+
+def test_fold_i_of_k_validates_and_the_test_split_stays(tiny_mnist: Path) -> None:
+    plain = prepared(tiny_mnist, val_size=100)
+    folds = [prepared(tiny_mnist, folds=3, fold=i) for i in range(3)]
+    assert [len(dm.splits["val"][1]) for dm in folds] == [200, 200, 200]  # 600 training images
+    assert all(len(dm.splits["train"][1]) == 400 for dm in folds)
+    val_rows = [{tuple(r.tolist()) for r in dm.splits["val"][0]} for dm in folds]
+    assert not val_rows[0] & val_rows[1] and not val_rows[1] & val_rows[2]
+    assert all(torch.equal(dm.splits["test"][0], plain.splits["test"][0]) for dm in folds)

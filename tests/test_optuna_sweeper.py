@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.types import HydraContext
@@ -18,7 +21,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from helpers import ROOT
 from hydra_plugins.mnist_logreg.optuna_sweeper import OptunaSweeper, distribution, quoted
-from mnist_logreg.sweeps.study import RETRY_OF, open_storage
+from mnist_logreg.callbacks.optuna_pruning import OptunaPruning, TrialPruned
+from mnist_logreg.sweeps.study import FOLD_STEP, FOLD_VALUES, JOB_DIR, JOB_DIRS, RETRY_OF, open_storage
+from mnist_logreg.sweeps.summary import read_jobs
 
 
 def parse(line: str):
@@ -238,3 +243,135 @@ def test_a_bad_search_option_is_one_line_and_nothing_runs(options, message, tmp_
         sweeper.sweep([])
     assert exit.value.code == 2 and len(caplog.messages) == 1 and message in caplog.messages[0]
     assert not (tmp_path / "sweep").exists()
+
+
+class FoldLauncher(FakeLauncher):
+    """Fold f of a trial scores lr + f / 100 and leaves its record; fold 1 of trial 2 fails."""
+
+    def __init__(self, sweep_dir: Path) -> None:
+        super().__init__()
+        self.sweep_dir = sweep_dir
+
+    def launch(self, batch: list[list[str]], initial_job_idx: int) -> list[JobReturn]:
+        self.batches.append((initial_job_idx, batch))
+        returns = []
+        for overrides in batch:
+            params = dict(o.split("=", 1) for o in overrides)
+            lr, fold, trial = float(params["optimizer.lr"]), int(params["data.fold"]), params["+trial.number"]
+            job_dir = self.sweep_dir / params["hydra.sweep.subdir"].strip("'")
+            job_dir.mkdir(parents=True)
+            if trial == "2" and fold == 1:
+                record = {"status": "failed", "error": "diverged"}
+                returns.append(JobReturn(status=JobStatus.FAILED, _return_value=RuntimeError("diverged")))
+            else:
+                record = {"status": "completed", "val/acc": lr + fold / 100, "fold": fold}
+                returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=lr + fold / 100))
+            (job_dir / "metrics.json").write_text(json.dumps(record))
+        return returns
+
+
+def fold_sweeper(tmp_path: Path, monkeypatch, **options) -> OptunaSweeper:
+    sweeper = OptunaSweeper(
+        sampler=optuna.samplers.RandomSampler(seed=1),
+        params={"optimizer.lr": "tag(log, interval(1e-3, 1.0))"},
+        **options,
+    )
+    sweeper.config = OmegaConf.create(
+        {"hydra": {"sweep": {"dir": str(tmp_path)}}, "optimized_metric": "val/acc", "optimizer": {"lr": 0.1}}
+    )
+    sweeper.hydra_context = HydraContext(config_loader=None, callbacks=None)
+    sweeper.launcher = FoldLauncher(tmp_path)
+
+    def compose(overrides: list[str]) -> Path:
+        (subdir,) = [o.split("=", 1)[1] for o in overrides if o.startswith("hydra.sweep.subdir=")]
+        return tmp_path / subdir.strip("'")
+
+    monkeypatch.setattr(sweeper, "_compose_job", compose)
+    return sweeper
+
+
+def test_a_search_over_folds_launches_each_trials_folds_together_and_tells_their_mean(
+    tmp_path: Path, monkeypatch
+) -> None:
+    sweeper = fold_sweeper(tmp_path, monkeypatch, n_trials=4, n_jobs=6, folds=3)
+    sweeper.sweep(["trainer.max_epochs=1"])
+
+    launcher = sweeper.launcher
+    assert [(start, len(batch)) for start, batch in launcher.batches] == [(0, 6), (6, 6)]  # 2 trials a batch
+    jobs = [overrides for _, batch in launcher.batches for overrides in batch]
+    for index, overrides in enumerate(jobs):
+        number, fold = divmod(index, 3)  # a trial's folds side by side, each in the trial's own folder
+        assert overrides[2:4] == ["data.folds=3", f"data.fold={fold}"]
+        assert (
+            f"+trial.number={number}" in overrides
+            and overrides[-1] == f"hydra.sweep.subdir='{number}/{fold}'"
+        )
+    name = str(OmegaConf.load(tmp_path / "study.yaml").study_name)
+    study = optuna.load_study(study_name=name, storage=open_storage(str(tmp_path / "study.journal")))
+    assert [trial.state.name for trial in study.trials] == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    for trial in study.trials:
+        lr = trial.params["optimizer.lr"]
+        assert trial.user_attrs[JOB_DIR] == str(tmp_path / str(trial.number))
+        assert trial.user_attrs[JOB_DIRS] == [str(tmp_path / f"{trial.number}/{fold}") for fold in range(3)]
+        if trial.state.name == "COMPLETE":
+            assert trial.value == pytest.approx(lr + 0.01)  # the mean of lr, lr + 0.01, lr + 0.02
+            assert trial.user_attrs[FOLD_VALUES] == pytest.approx([lr, lr + 0.01, lr + 0.02])
+    best = OmegaConf.load(tmp_path / "best_params.yaml")
+    assert best.command.endswith(" -m data.folds=3 'data.fold=range(3)'")
+    # The summary has a row per trial: the folds' mean, or the fold that failed.
+    rows = {job.name: job for job in read_jobs(tmp_path)}
+    for trial in study.trials:
+        row = rows[str(trial.number)]
+        if trial.state.name == "FAIL":
+            assert row.status == "failed" and row.error == "fold 1: diverged"
+        else:
+            assert row.metrics["val/acc"] == pytest.approx(trial.value) and row.metrics["folds"] == 3
+            assert row.directory == str(trial.number)
+
+
+@pytest.mark.parametrize(
+    ("options", "arguments", "message"),
+    [
+        ({"folds": 1}, [], "hydra.sweeper.folds=1 is invalid: it must be a whole number >= 2"),
+        ({"folds": 3, "pruner": "hyperband"}, [], "hydra.sweeper.folds=3 works with pruner=median or null"),
+        ({"folds": 3}, ["data.fold=0"], "sets data.folds and data.fold for each job: leave data.fold out"),
+    ],
+)
+def test_impossible_fold_searches_are_refused_in_one_line(
+    tmp_path: Path, monkeypatch, caplog, options, arguments, message
+) -> None:
+    sweeper = fold_sweeper(tmp_path, monkeypatch, **options)
+    with pytest.raises(SystemExit) as exit:
+        sweeper.sweep(arguments)
+    assert exit.value.code == 2 and message in caplog.messages[-1]
+    assert not sweeper.launcher.batches
+
+
+def test_a_fold_is_pruned_on_its_own_values_not_on_the_trials_best_fold(tmp_path: Path) -> None:
+    storage = str(tmp_path / "search.journal")
+    study = optuna.create_study(study_name="folds", storage=open_storage(storage), direction="maximize")
+    for fold0, fold1 in ((0.90, 0.50), (0.92, 0.52)):  # fold 1 is harder for every trial
+        values = {0: fold0, FOLD_STEP: fold1}
+        study.add_trial(optuna.trial.create_trial(value=(fold0 + fold1) / 2, intermediate_values=values))
+    number = study.ask().number
+
+    def validate(fold: int, value: float) -> None:
+        pruning = OptunaPruning(storage, "folds", number, pruner="median", fold=fold)
+        trainer = SimpleNamespace(
+            is_global_zero=True,
+            sanity_checking=False,
+            callback_metrics={"val/acc": torch.tensor(value)},
+            current_epoch=0,
+            global_step=10,
+            strategy=SimpleNamespace(broadcast=lambda decision: decision),
+        )
+        pruning.setup(trainer, None, "fit")
+        pruning.on_validation_end(trainer, None)
+
+    validate(0, 0.95)  # above fold 0's median (0.91): goes on
+    # 0.49 is below fold 1's median (0.51). Optuna's own should_prune would judge the trial by its best value
+    # over all its steps (fold 0's 0.95) and let it go on.
+    with pytest.raises(TrialPruned, match=r"^Pruned by Optuna after epoch 1: val/acc 0\.4900$"):
+        validate(1, 0.49)
+    trial = optuna.load_study(study_name="folds", storage=open_storage(storage)).trials[number]
+    assert trial.intermediate_values == {0: pytest.approx(0.95), FOLD_STEP: pytest.approx(0.49)}

@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from helpers import ROOT, hparams_row
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.job import report_user_errors
 from mnist_logreg.runs.training import train
+from mnist_logreg.sweeps.__main__ import main
 from mnist_logreg.sweeps.study import ERROR, JOB_DIR, RETRY_OF, open_storage
 from mnist_logreg.sweeps.summary import (
     NOT_FINISHED,
@@ -283,13 +285,117 @@ def test_a_grid_over_seeds_gets_a_row_per_configuration_with_mean_and_std(tmp_pa
     make_job(sweep, "6", ["seed=4", "optimizer.lr=0.1"], {"status": "failed", "error": "diverged"})
     assert end_sweep(sweep, allow_failed_jobs=True) == 0
     summary = (sweep / "summary.md").read_text()
-    table = summary[summary.index("## Over seeds") :].splitlines()
+    table = summary[summary.index("## Over seeds") : summary.index("## The best against")].splitlines()
     assert "| optimizer.lr | seeds | val/acc (mean ± std) | test/acc (mean ± std) |" in table
     rows = [line for line in table if line.startswith("| 0.")]
     assert rows == [  # best mean first; the failed seed counted as run, not as completed
         "| 0.1 | 3 of 4 | 0.9000 ± 0.0100 | 0.9000 ± 0.0100 |",
         "| 0.01 | 3 of 3 | 0.8200 ± 0.0200 | 0.8200 ± 0.0200 |",
     ]
+
+
+# The hand-worked example of test_comparison.py: A and B on five folds (C as close to A as noise).
+FOLD_ACCS = {
+    "A": (0.91, 0.92, 0.90, 0.93, 0.94),
+    "B": (0.90, 0.90, 0.89, 0.92, 0.91),
+    "C": (0.92, 0.91, 0.92, 0.91, 0.92),
+}
+LRS = {"A": "0.1", "B": "0.01", "C": "0.05"}
+
+
+def make_fold_sweep(sweep: Path, configs: str = "ABC", seed: int = 0) -> None:
+    """`python train.py -m optimizer.lr=... data.folds=5 'data.fold=range(5)'` as its jobs leave it."""
+    for name in configs:
+        for fold, acc in enumerate(FOLD_ACCS[name]):
+            overrides = [f"optimizer.lr={LRS[name]}", "data.folds=5", f"data.fold={fold}"]
+            identity = {"seed": seed, "folds": 5, "fold": fold}
+            make_job(sweep, f"{len(list(sweep.glob('*')))}", overrides, {**completed(acc, 0.9), **identity})
+
+
+def test_a_sweep_over_folds_is_summarised_per_configuration_and_compared_fold_by_fold(tmp_path: Path) -> None:
+    make_fold_sweep(tmp_path)
+    assert end_sweep(tmp_path) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    over = summary[summary.index("## Over folds") : summary.index("## The best against")].splitlines()
+    assert "| optimizer.lr | folds | val/acc (mean ± std) | test/acc (mean ± std) |" in over
+    assert [line for line in over if line.startswith("| 0.")] == [
+        "| 0.1 | 5 of 5 | 0.9200 ± 0.0158 | 0.9000 ± 0.0000 |",
+        "| 0.05 | 5 of 5 | 0.9160 ± 0.0055 | 0.9000 ± 0.0000 |",
+        "| 0.01 | 5 of 5 | 0.9040 ± 0.0114 | 0.9000 ± 0.0000 |",
+    ]
+    paired = summary[summary.index("## The best against") :].splitlines()
+    assert [line for line in paired if line.startswith("| 0.")] == [
+        # A - C = -0.01 0.01 -0.02 0.02 0.02: mean 0.004; squares of (d - mean) sum to 1320e-6,
+        # sd = sqrt(330e-6) = 0.018166, se = 0.008124, half width 2.7764 * se = 0.022556.
+        "| 0.05 | 5 | +0.0040 [-0.0186, +0.0266] | cannot be told apart (the interval contains 0) |",
+        "| 0.01 | 5 | +0.0160 [+0.0049, +0.0271] | the best is higher than this |",  # the hand-worked one
+    ]
+
+
+def test_seeds_and_folds_together_make_the_replicates_paired_by_both(tmp_path: Path) -> None:
+    for seed in (1, 2):
+        for fold in (0, 1):
+            for lr, acc in (("0.1", 0.90 + 0.01 * fold + 0.001 * seed), ("0.01", 0.85 + 0.01 * fold)):
+                overrides = [f"seed={seed}", f"optimizer.lr={lr}", "data.folds=2", f"data.fold={fold}"]
+                identity = {"seed": seed, "folds": 2, "fold": fold}
+                make_job(
+                    tmp_path,
+                    str(len(list(tmp_path.glob("*")))),
+                    overrides,
+                    {**completed(acc, acc), **identity},
+                )
+    assert end_sweep(tmp_path) == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Over seeds and folds" in summary
+    assert "| optimizer.lr | seeds and folds | val/acc (mean ± std) | test/acc (mean ± std) |" in summary
+    # 4 pairs; every difference is 0.05 + 0.001 * seed: mean 0.0515, a narrow interval clear of 0.
+    assert "| 0.01 | 4 | +0.0515 [+0.0506, +0.0524] | the best is higher than this |" in summary
+
+
+def test_compare_two_sweeps_on_their_shared_folds(tmp_path: Path, capsys) -> None:
+    make_fold_sweep(tmp_path / "a", "A")
+    make_fold_sweep(tmp_path / "b", "BC")  # B's best is C; A and C cannot be told apart
+    main(["compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"A: {tmp_path / 'a'} (optimizer.lr=0.1 data.folds=5): val/acc 0.9200 ± 0.0158 over 5 runs",
+        f"B: {tmp_path / 'b'} (optimizer.lr=0.05 data.folds=5, the best of 2 configurations): "
+        "val/acc 0.9160 ± 0.0055 over 5 runs",
+        "A - B, val/acc, paired on 5 shared seeds and folds: +0.0040 [-0.0186, +0.0266] (95% interval, "
+        "paired t): cannot be told apart (the interval contains 0)",
+    ]
+    # Other seeds share no replicate with A: refused in one line, exit 2.
+    make_fold_sweep(tmp_path / "c", "B", seed=1)
+    with pytest.raises(SystemExit) as exit:
+        main(["compare", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert exit.value.code == 2
+    assert "share fewer than 2 completed seeds or folds, so they cannot be paired" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_3_fold_multirun_on_mnist_is_summarised_over_its_folds(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_sweep(
+        "data.folds=3",
+        "data.fold=range(3)",
+        "optimizer.lr=0.5",
+        "test=false",
+        *SHORT,
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = {}
+    for fold in range(3):
+        (job_dir,) = sweep.glob(f"{fold}_*")
+        assert f"fold-{fold}+folds-3" in job_dir.name  # the run's name says its fold
+        records[fold] = json.loads((job_dir / "metrics.json").read_text())
+        assert (records[fold]["folds"], records[fold]["fold"], records[fold]["seed"]) == (3, fold, 0)
+        assert records[fold]["status"] == "completed" and records[fold]["steps"] == 20
+    accs = [records[fold]["val/acc"] for fold in range(3)]
+    assert len(set(accs)) == 3 and all(0.5 < acc < 1 for acc in accs)  # three validation splits
+    summary = (sweep / "summary.md").read_text()
+    mean, std = statistics.fmean(accs), statistics.stdev(accs)
+    assert "## Over folds" in summary and f"| 3 of 3 | {mean:.4f} ± {std:.4f} |" in summary
 
 
 def test_a_best_value_at_the_edge_of_its_range_is_said_with_the_next_range(tmp_path: Path, caplog) -> None:

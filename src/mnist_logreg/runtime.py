@@ -60,9 +60,13 @@ def resume_command(path: Path) -> str:
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What says which run this was, beside its results: the seed, and a search trial's study and number
-    (`trial.*`, set by the Optuna sweeper). A pruned or failed trial's record names them the same way."""
+    """What says which run this was, beside its results: the seed, the fold that validated (k-fold
+    cross-validation), and a search trial's study and number (`trial.*`, set by the Optuna sweeper). A pruned
+    trial's record names them the same way."""
     identity: dict[str, Any] = {"seed": cfg.get("seed")}
+    data = cfg.get("data") or {}
+    if data.get("folds") is not None:
+        identity.update(folds=data.folds, fold=data.fold)
     trial = cfg.get("trial") or {}
     if trial.get("study_name") is not None:
         identity["study"] = trial.study_name

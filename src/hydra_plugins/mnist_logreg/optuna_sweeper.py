@@ -17,6 +17,13 @@ and its parameters tried again. A trial that fails or returns no finite value is
 and the search goes on. Each job is told its trial (the `trial` config node) and, with a `pruner`, reports
 each validation to it (`mnist_logreg.callbacks.optuna_pruning`). The best parameters are printed and written
 to `best_params.yaml` in the sweep dir, and Optuna's own plots of the search to `plots/`.
+
+With `folds` (K), each trial is scored by K-fold cross-validation: its K jobs (`data.folds=K`, `data.fold=0`
+to K - 1, in `<trial>/` of the sweep dir) are launched together, as many at a time as the launcher runs,
+and Optuna is told the mean of their values. With a pruner, each fold's job reports its own epochs (fold
+`i`'s epoch `e` at step `i * FOLD_STEP + e`) and the trial is pruned as soon as one fold is worse than the
+other trials' values for that fold and epoch (`mnist_logreg.callbacks.optuna_pruning`): that needs no job
+to wait for another's epoch, so it works the same whether the folds run side by side or one after another.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import os
 import re
 import shlex
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -51,8 +59,10 @@ from mnist_logreg.outputs import Status, status
 from mnist_logreg.sweeps.liveness import count_trials, fail_lost_trials, heartbeat
 from mnist_logreg.sweeps.study import (
     ERROR,
+    FOLD_VALUES,
     HEARTBEAT,
     JOB_DIR,
+    JOB_DIRS,
     JOURNAL_SUFFIX,
     PRUNERS,
     RETRY_OF,
@@ -92,6 +102,7 @@ class OptunaSweeper(Sweeper):
         pruner: str | None = None,
         grace_period_s: float = 300.0,
         params: dict[str, str] | None = None,
+        folds: int | None = None,
     ) -> None:
         self.n_trials = n_trials
         # As joblib counts: -1 is every core, -2 all but one.
@@ -103,6 +114,7 @@ class OptunaSweeper(Sweeper):
         self.pruner = pruner
         self.grace_period_s = float(grace_period_s)
         self.params = dict(params or {})
+        self.folds = folds
         self._running: dict[int, Any] = {}  # trial number -> Optuna trial, for the heartbeat and a stop
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -121,10 +133,10 @@ class OptunaSweeper(Sweeper):
         optuna.logging.enable_propagation()
         try:
             self._check_options()
+            space, fixed = self._search_space(arguments)
         except UserError as error:  # one line and status 2, as the entry points end on a bad value
             log.error("%s", error)
             sys.exit(2)
-        space, fixed = self._search_space(arguments)
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
@@ -139,6 +151,8 @@ class OptunaSweeper(Sweeper):
             self._metric,
             f", {self.pruner} pruning" if self.pruner else "",
         )
+        if self.folds:
+            log.info("Each trial scored by its mean over %d folds: %d jobs a trial", self.folds, self.folds)
         with heartbeat(study, self._running, self.grace_period_s), stopped_by_signals():
             try:
                 self._run_trials(study, space, fixed, sweep_dir)
@@ -157,6 +171,16 @@ class OptunaSweeper(Sweeper):
             raise UserError(
                 f"hydra.sweeper.storage={self.storage} is neither a database URL nor a journal file: use "
                 f"sqlite:///{self.storage} (one machine), postgresql://host/db, or a path ending in .journal"
+            )
+        if self.folds is not None and (not isinstance(self.folds, int) or self.folds < 2):
+            raise UserError(
+                f"hydra.sweeper.folds={self.folds} is invalid: it must be a whole number >= 2 (the folds "
+                "each trial is scored on), or null"
+            )
+        if self.folds and self.pruner == "hyperband":
+            raise UserError(
+                f"hydra.sweeper.folds={self.folds} works with pruner=median or null: hyperband's brackets "
+                "count the epochs of one run, not of K folds"
             )
         if self.storage and not self.study_name:
             raise UserError(
@@ -203,12 +227,14 @@ class OptunaSweeper(Sweeper):
         import optuna
 
         launched = 0  # this worker's job numbers
+        jobs_per_trial = self.folds or 1
         while True:
             fail_lost_trials(study, self._running, self.grace_period_s)
             finished, running = count_trials(study)
             if finished >= self.n_trials:
                 return
-            room = min(self.n_jobs, self.n_trials - finished - running)
+            # A trial over K folds is K jobs: as many trials as fill the launcher's n_jobs, and at least one.
+            room = min(max(1, self.n_jobs // jobs_per_trial), self.n_trials - finished - running)
             if room <= 0:  # other workers' trials are still running: wait for them to end, or to be lost
                 time.sleep(min(5.0, self.grace_period_s / 4))
                 continue
@@ -217,9 +243,9 @@ class OptunaSweeper(Sweeper):
                 trial = study.ask(space)
                 trial.set_user_attr(HEARTBEAT, time.time())
                 overrides = fixed + [f"{key}={value}" for key, value in trial.params.items()]
-                overrides += self._trial_overrides(study, trial.number)
+                jobs = self._trial_jobs(study, trial.number, overrides)
                 try:
-                    job_dir = self._compose_job(overrides)
+                    job_dirs = [self._compose_job(job) for job in jobs]
                 except Exception as error:  # e.g. momentum drawn for optimizer=adam, which has none
                     log.warning(
                         "Trial %d cannot be composed, told as failed: %s", trial.number, one_line(error)
@@ -227,30 +253,62 @@ class OptunaSweeper(Sweeper):
                     trial.set_user_attr(ERROR, f"cannot be composed: {one_line(error)}")
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
                     continue
-                trial.set_user_attr(JOB_DIR, str(job_dir.resolve()))
+                if self.folds:  # the trial's directory holds its folds' job directories
+                    trial.set_user_attr(JOB_DIRS, [str(job_dir.resolve()) for job_dir in job_dirs])
+                    trial.set_user_attr(JOB_DIR, str((sweep_dir / str(trial.number)).resolve()))
+                else:
+                    trial.set_user_attr(JOB_DIR, str(job_dirs[0].resolve()))
                 self._running[trial.number] = trial
                 trials.append(trial)
-                batch.append(overrides)
+                batch += jobs
             if not batch:
                 continue
             returns = self.launcher.launch(batch, initial_job_idx=launched)
             launched += len(batch)
-            for trial, job_return in zip(trials, returns, strict=True):
-                value = trial_value(job_return)
-                # skip_if_finished: another worker may have taken this trial for lost meanwhile.
-                if value is not None:
-                    study.tell(trial, value, skip_if_finished=True)
-                elif status(trial.user_attrs[JOB_DIR]) == Status.PRUNED:
-                    study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
-                else:
-                    log.warning("Trial %d failed or gave no value", trial.number)
-                    study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            for index, trial in enumerate(trials):
+                self._tell(study, trial, returns[index * jobs_per_trial : (index + 1) * jobs_per_trial])
                 del self._running[trial.number]
 
-    def _trial_overrides(self, study: Any, number: int) -> list[str]:
+    def _tell(self, study: Any, trial: Any, job_returns: list[JobReturn]) -> None:
+        """Tell Optuna how a trial ended: its value (over folds, their mean); pruned if one of its jobs was
+        pruned; else failed. `skip_if_finished`: another worker may have taken it for lost meanwhile."""
+        import optuna
+
+        values = [trial_value(job_return) for job_return in job_returns]
+        job_dirs = trial.user_attrs.get(JOB_DIRS) or [trial.user_attrs[JOB_DIR]]
+        if all(value is not None for value in values):
+            if self.folds:
+                trial.set_user_attr(FOLD_VALUES, values)
+                log.info(
+                    "Trial %d: %s %.4f ± %.4f over %d folds",
+                    trial.number,
+                    self._metric,
+                    statistics.fmean(values),
+                    statistics.stdev(values),
+                    len(values),
+                )
+            study.tell(trial, statistics.fmean(values), skip_if_finished=True)
+        elif any(status(job_dir) == Status.PRUNED for job_dir in job_dirs):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        else:
+            log.warning("Trial %d failed or gave no value", trial.number)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+
+    def _trial_jobs(self, study: Any, number: int, overrides: list[str]) -> list[list[str]]:
+        """The overrides of a trial's job; over folds, of its K jobs, one per fold."""
+        if not self.folds:
+            return [overrides + self._trial_overrides(study, number)]
+        jobs = []
+        for fold in range(self.folds):
+            jobs.append([*overrides, f"data.folds={self.folds}", f"data.fold={fold}"])
+            jobs[-1] += self._trial_overrides(study, number, fold)
+        return jobs
+
+    def _trial_overrides(self, study: Any, number: int, fold: int | None = None) -> list[str]:
         """What a job is told of its trial: its study and number (`trial.*`, which its `metrics.json`
-        records), its own directory (the trial's number: unique in the study, whichever worker runs it), and
-        with a pruner, the callback that reports to the trial."""
+        records), its own directory (the trial's number: unique in the study, whichever worker runs it; a
+        fold's: the fold's number inside the trial's), and with a pruner, the callback that reports to the
+        trial (and its fold)."""
         trial = {
             "study_name": quoted(study.study_name),
             "storage": quoted(self.storage_url),
@@ -260,13 +318,18 @@ class OptunaSweeper(Sweeper):
         # The configured subdir, with the trial's number for the launcher's job number (which counts this
         # worker's jobs only: workers in one sweep dir would collide).
         subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir", JOB_NUM)
-        subdir = str(subdir).replace(JOB_NUM, str(number))
+        if fold is None:
+            subdir = str(subdir).replace(JOB_NUM, str(number))
+        else:
+            subdir = f"{number}/" + str(subdir).replace(JOB_NUM, str(fold))
         if not re.fullmatch(r"[\w.-]+", subdir):  # interpolations (`${run_label:${...}}`) parse only quoted
             subdir = quoted(subdir)
         overrides.append(f"hydra.sweep.subdir={subdir}")
         if self.pruner:
             options = {"_target_": PRUNING_CALLBACK, **trial, "monitor": quoted(self._metric)}
             options["pruner"] = self.pruner
+            if fold is not None:
+                options["fold"] = fold
             overrides.append(
                 "+callbacks.optuna_pruning={" + ",".join(f"{k}:{v}" for k, v in options.items()) + "}"
             )
@@ -304,6 +367,12 @@ class OptunaSweeper(Sweeper):
             words.append(f"hydra.sweep.dir={self.config.hydra.sweep.dir}")
         return shlex.join(words)
 
+    def _fold_sweep(self) -> list[str]:
+        """What makes the best command run the trial's folds, as the search did."""
+        if not self.folds:
+            return []
+        return ["-m", f"data.folds={self.folds}", f"'data.fold=range({self.folds})'"]
+
     @property
     def _metric(self) -> str:
         return str(OmegaConf.select(self.config, "optimized_metric", default="the task's return value"))
@@ -316,6 +385,12 @@ class OptunaSweeper(Sweeper):
         overrides = {o.get_key_element(): o for o in parser.parse_overrides(configured + list(arguments))}
         space = {key: distribution(o) for key, o in overrides.items() if o.is_sweep_override()}
         fixed = [f"{key}={o.get_value_element_as_str()}" for key, o in overrides.items() if key not in space]
+        taken = [key for key in overrides if key.lstrip("+~") in ("data.folds", "data.fold")]
+        if self.folds and taken:
+            raise UserError(
+                f"hydra.sweeper.folds={self.folds} sets data.folds and data.fold for each job: "
+                f"leave {taken[0]} out of the command"
+            )
         return space, fixed
 
     def _has(self, key: str) -> bool:
@@ -341,7 +416,7 @@ class OptunaSweeper(Sweeper):
             "study": study.study_name,
             "trial": best.number,
             "job_dir": best.user_attrs.get(JOB_DIR),
-            "command": " ".join(["python train.py", *search_free(fixed), *overrides]),
+            "command": " ".join(["python train.py", *search_free(fixed), *overrides, *self._fold_sweep()]),
             "trials": {"completed": len(completed), "total": len(study.trials)},
         }
         OmegaConf.save(OmegaConf.create(result), sweep_dir / "best_params.yaml")

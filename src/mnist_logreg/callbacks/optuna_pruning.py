@@ -13,13 +13,14 @@ any storage (tested in one process; the DDP path is written, not tested).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning as L
 import optuna
 from lightning.pytorch.callbacks import Callback
 
-from mnist_logreg.sweeps.study import load_trial
+from mnist_logreg.sweeps.study import FOLD_STEP, load_trial
 
 
 class TrialPruned(optuna.TrialPruned):
@@ -35,17 +36,26 @@ class OptunaPruning(Callback):
     the pruner says so.
 
     The trial: trial `number` of study `study_name` in `storage` (as in the job's `trial` node); `pruner`:
-    its name (`median`, `hyperband`), as the sweeper was given it.
+    its name (`median`, `hyperband`), as the sweeper was given it. `fold`: the fold this job validates on,
+    for a trial scored over folds: its epochs are reported at steps of its own (`FOLD_STEP`) and the trial
+    is judged on this fold's values alone, against the other trials' values for this fold and epoch.
     """
 
     def __init__(
-        self, storage: str, study_name: str, number: int, monitor: str = "val/acc", pruner: str = "median"
+        self,
+        storage: str,
+        study_name: str,
+        number: int,
+        monitor: str = "val/acc",
+        pruner: str = "median",
+        fold: int | None = None,
     ) -> None:
         self.storage = storage
         self.study_name = study_name
         self.number = number
         self.monitor = monitor
         self.pruner = pruner
+        self.fold = fold
         self._trial: optuna.trial.Trial | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -58,12 +68,27 @@ class OptunaPruning(Callback):
         value = float(trainer.callback_metrics[self.monitor])
         epoch = trainer.current_epoch  # the step Optuna compares trials at: batch sizes differ, epochs do not
         prune = False
-        if self._trial is not None:
+        if self._trial is not None and self.fold is None:
             self._trial.report(value, step=epoch)
             prune = self._trial.should_prune()
+        elif self._trial is not None:
+            prune = self._fold_should_prune(value, epoch)
         if not trainer.strategy.broadcast(prune):
             return
         message = (
             f"Pruned by Optuna after epoch {epoch + 1}: {self.monitor} {value:.4f}"  # as epoch lines count
         )
         raise TrialPruned(message, {self.monitor: value, "epochs": epoch + 1, "steps": trainer.global_step})
+
+    def _fold_should_prune(self, value: float, epoch: int) -> bool:
+        """Report this fold's epoch at its own step, and ask the pruner about the trial as this fold sees
+        it: Optuna's `should_prune` would judge the trial's latest step, which may be another fold's."""
+        first = self.fold * FOLD_STEP
+        self._trial.report(value, step=first + epoch)
+        study = self._trial.study
+        (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == self.number]
+        this_fold = copy.copy(trial)
+        this_fold.intermediate_values = {
+            step: v for step, v in trial.intermediate_values.items() if first <= step < first + FOLD_STEP
+        }
+        return study.pruner.prune(study, this_fold)

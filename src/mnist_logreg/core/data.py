@@ -19,6 +19,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.datasets import MNIST
 from torchvision.datasets.utils import check_integrity
 
+from mnist_logreg.core.splits import fold_split
 from mnist_logreg.errors import UserError
 from mnist_logreg.files import write_json
 
@@ -172,6 +173,10 @@ class TensorDataModule(L.LightningDataModule):
 class MNISTDataModule(TensorDataModule):
     """MNIST: a seeded validation split off the 60k training images; the official 10k images for test.
 
+    With `folds` (K-fold cross-validation), fold `fold` of K folds of the 60k training images, stratified by
+    label and drawn from `split_seed`, validates instead, and the other K - 1 folds train (`val_size` is
+    not used); the test split is the same 10k images.
+
     Images are float32 in [0, 1], flattened to 784 values, the scale the classic tutorial trains on
     (`transforms.ToTensor()` and nothing else): images as read. Whatever the model does to them first
     (deskewing, `model.deskew=true`) is the model's, so that a checkpoint classifies images by itself.
@@ -179,10 +184,6 @@ class MNISTDataModule(TensorDataModule):
     `transform`: the model's input transform, applied once to the training and validation splits
     (`TensorDataModule`).
     """
-
-    # What the model is built for (docs/your_data.md); the images are handed out flat, so their shape is said.
-    input_shape = (1, 28, 28)
-    class_names = tuple(str(digit) for digit in range(10))
 
     def __init__(
         self,
@@ -194,17 +195,23 @@ class MNISTDataModule(TensorDataModule):
         shuffle_seed: int = 0,
         download: bool = True,
         transform: torch.nn.Module | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
     ) -> None:
         super().__init__(batch_size, eval_batch_size, shuffle_seed, transform)
         check_whole("val_size", val_size, why=" (the validation split picks the best checkpoint)")
         check_whole("split_seed", split_seed, minimum=0)
+        _check_folds(folds, fold)
         self.save_hyperparameters(ignore=["transform"], logger=False)
         self.data_dir = Path(data_dir)
         self.val_size = val_size
         self.split_seed = split_seed
         self.download = download
+        # What the model is built for (docs/your_data.md): the images go out flat, so their shape is said.
         self.class_names = [str(digit) for digit in range(10)]
-        self.input_shape = (1, 28, 28)  # as the images are; a batch holds them flattened to 784 values
+        self.input_shape = (1, 28, 28)
+        self.folds = folds
+        self.fold = fold
 
     @property
     def raw_dir(self) -> Path:
@@ -299,14 +306,17 @@ class MNISTDataModule(TensorDataModule):
         does not read the 60,000 training images."""
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             train = MNIST(str(self.data_dir), train=True)
-            if self.val_size >= len(train.targets):
-                raise UserError(
-                    f"data.val_size={self.val_size} leaves no training data: "
-                    f"it must be below the {len(train.targets)} training images."
-                )
-            generator = torch.Generator().manual_seed(self.split_seed)
-            order = torch.randperm(len(train.targets), generator=generator)
-            val_idx, train_idx = order[: self.val_size], order[self.val_size :]
+            if self.folds is not None:
+                train_idx, val_idx = fold_split(train.targets, self.folds, self.fold, self.split_seed)
+            else:
+                if self.val_size >= len(train.targets):
+                    raise UserError(
+                        f"data.val_size={self.val_size} leaves no training data: "
+                        f"it must be below the {len(train.targets)} training images."
+                    )
+                generator = torch.Generator().manual_seed(self.split_seed)
+                order = torch.randperm(len(train.targets), generator=generator)
+                val_idx, train_idx = order[: self.val_size], order[self.val_size :]
             # Split the uint8 images before converting them: no float copy of all 60k exists at any time.
             images, labels = self._as_tensors(train.data[train_idx], train.targets[train_idx])
             self.splits["train"] = self._transformed(images), labels
@@ -319,6 +329,24 @@ class MNISTDataModule(TensorDataModule):
     def _as_tensors(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 images `N x 28 x 28` as float32 `N x 784` in [0, 1], the scale of `transforms.ToTensor()`."""
         return images.reshape(len(images), -1).float().div_(255.0), labels.long()
+
+
+def _check_folds(folds: int | None, fold: int | None) -> None:
+    """K-fold cross-validation needs both keys: K >= 2 folds and which one validates, from 0 to K - 1."""
+    if folds is None:
+        if fold is not None:
+            raise UserError(f"data.fold={fold!r} needs data.folds: give the number of folds, data.folds=5.")
+        return
+    check_whole("folds", folds, minimum=2, why=" (folds of the training images, one of which validates)")
+    if fold is None:
+        raise UserError(
+            f"data.folds={folds} needs data.fold, the fold that validates: 0 to {folds - 1} "
+            f"(all of them: -m 'data.fold=range({folds})')."
+        )
+    if not isinstance(fold, int) or isinstance(fold, bool) or not 0 <= fold < folds:
+        raise UserError(
+            f"data.fold={fold!r} is invalid: it must be from 0 to {folds - 1} (data.folds={folds})."
+        )
 
 
 def check_whole(name: str, value: object, minimum: int = 1, why: str = "") -> None:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # A resumed run must see the same data in the same order, through the same input transform, as the run it
 # continues.
-RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed", "folds", "fold")
 
 
 def check_resume(

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from mnist_logreg.errors import UserError
 from mnist_logreg.files import write_text
 from mnist_logreg.sweeps.plots import SweepPlots, optuna_plots
 from mnist_logreg.sweeps.study import STUDY_FILE, absolute, open_storage
-from mnist_logreg.sweeps.summary import SweepSummary
+from mnist_logreg.sweeps.summary import SweepSummary, compare
 
 
 def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) -> None:
@@ -36,7 +38,12 @@ def report(sweep_dir: Path, metric: str | None = None, mode: str | None = None) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m mnist_logreg.sweeps`: report a sweep, or a study, without running anything."""
+    """`python -m mnist_logreg.sweeps`: report a sweep, or a study, without running anything; or compare
+    two sweeps (`python -m mnist_logreg.sweeps compare DIR_A DIR_B`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        compare_main(argv[1:])
+        return
     parser = argparse.ArgumentParser(
         prog="python -m mnist_logreg.sweeps",
         description="Write the summary (summary.md, summary.csv) and plots of a sweep, or of an Optuna study "
@@ -59,6 +66,25 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.sweep_dir} is not a directory: give a sweep dir, or --storage and --study-name")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     report(args.sweep_dir, args.metric, args.mode)
+
+
+def compare_main(argv: list[str]) -> None:
+    """`python -m mnist_logreg.sweeps compare DIR_A DIR_B`: print the paired comparison; exit 2 if none."""
+    parser = argparse.ArgumentParser(
+        prog="python -m mnist_logreg.sweeps compare",
+        description="Compare two sweeps, or two folders of run directories, on the seeds and folds they "
+        "share: the best configuration of each, and A minus B with its 95%% interval (paired t).",
+    )
+    parser.add_argument("dir_a", type=Path, help="a sweep dir, or a folder of run directories")
+    parser.add_argument("dir_b", type=Path, help="the same, for the other side")
+    parser.add_argument("--metric", default="val/acc", help="what to compare (default: val/acc)")
+    parser.add_argument("--mode", choices=("max", "min"), default="max", help="whether higher is better")
+    args = parser.parse_args(argv)
+    try:
+        lines = compare(args.dir_a, args.dir_b, args.metric, args.mode)
+    except UserError as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from mnist_logreg.files import replaced_atomically
 from mnist_logreg.outputs import Status
 from mnist_logreg.plotting import render
 from mnist_logreg.sweeps.summary import (
+    REPLICATE_KEYS,
     RUNNING,
     WAITING,
     Edge,
@@ -39,7 +40,8 @@ from mnist_logreg.sweeps.summary import (
     is_number,
     override_columns,
     read_jobs,
-    seed_groups,
+    replicate_groups,
+    replicated_over,
     sort_best_first,
 )
 
@@ -123,12 +125,13 @@ def metric_figure(
             edgecolors="tab:gray",
             label=f"pruned, last value ({len(pruned)})",
         )
-    groups = [g for g in seed_groups(jobs, metric, mode) if len(g.scores.get(metric, [])) > 1]
-    if key != "seed" and groups:
+    groups = [g for g in replicate_groups(jobs, metric, mode) if len(g.scores.get(metric, [])) > 1]
+    if key not in REPLICATE_KEYS and groups:
         xs = [float(g.overrides[key]) if numeric else g.overrides[key] for g in groups if key in g.overrides]
         means = [g.mean(metric) for g in groups if key in g.overrides]
         stds = [float(np.std(g.scores[metric], ddof=1)) for g in groups if key in g.overrides]
-        ax.errorbar(xs, means, yerr=stds, fmt="_", color="black", capsize=4, label="mean ± std over seeds")
+        label = f"mean ± std over {replicated_over(jobs)}"
+        ax.errorbar(xs, means, yerr=stds, fmt="_", color="black", capsize=4, label=label)
     if failed:
         # x in data coordinates, y in the axes' (0: the bottom edge): a failed job has no score to place.
         # A line's markers, unlike a scatter's, widen the x limits to take them in.

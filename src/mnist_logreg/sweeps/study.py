@@ -21,12 +21,18 @@ if TYPE_CHECKING:
 JOURNAL_SUFFIX = ".journal"
 STUDY_FILE = "study.yaml"  # in a sweep dir: the storage and name of its study, for the sweep report
 PRUNERS = ("median", "hyperband")
-# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran,
-# which lost trial a retry repeats, and why a trial that never ran failed.
+# Trial user attributes the sweeper writes: when its worker last showed it was alive, where the job ran
+# (a trial over folds: the folder of its folds' job directories, and those), each fold's value, which lost
+# trial a retry repeats, and why a trial that never ran failed.
 ERROR = "error"
 HEARTBEAT = "heartbeat"
 JOB_DIR = "job_dir"
+JOB_DIRS = "job_dirs"
+FOLD_VALUES = "fold_values"
 RETRY_OF = "retry_of"
+# A trial over folds reports fold i's epoch e at step i * FOLD_STEP + e: steps of its own for each fold,
+# which other trials' same fold and epoch share (no run has this many epochs).
+FOLD_STEP = 100_000
 CREATE_ATTEMPTS = 5
 SQLITE_TIMEOUT_S = 60  # several workers on one SQLite file wait for each other's writes, not fail at once
 

@@ -6,14 +6,18 @@ return values, which a job that was killed never produces. An Optuna search's sw
 (`study.yaml`): then the rows are the study's trials, from every worker and invocation, with their state
 (completed, pruned, failed, running) and job directory.
 
-Below the table: one row per configuration with the mean and standard deviation over its seeds, when a sweep
-repeats configurations with several seeds; and a line for each swept number whose best value lies at an edge
-of its range, with the range to try next.
+Below the table: one row per configuration with the mean and standard deviation over its seeds and folds
+(`data.fold`), when a sweep repeats configurations over several; the best configuration against each other
+one, paired seed by seed and fold by fold, with the 95% interval of the difference (`comparison.py`); and
+a line for each swept number whose best value lies at an edge of its range, with the range to try next.
 
 Any time, without running a trial (another worker's search still running, say):
 
     python -m mnist_logreg.sweeps logs/sweeps/<sweep>          # rewrite its summary and plots
     python -m mnist_logreg.sweeps --storage sqlite:///search.db --study-name sgd logs/sweeps/report
+    python -m mnist_logreg.sweeps.summary logs/sweeps/<sweep>          # rewrite its summary and plots
+    python -m mnist_logreg.sweeps.summary --storage sqlite:///search.db --study-name sgd logs/sweeps/report
+    python -m mnist_logreg.sweeps compare logs/sweeps/<A> logs/sweeps/<B>   # two sweeps, paired
 """
 
 from __future__ import annotations
@@ -34,10 +38,12 @@ import numpy as np
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.errors import UserError
 from mnist_logreg.files import replaced_atomically, write_text
 from mnist_logreg.naming import short_number
 from mnist_logreg.outputs import Status, read_record
-from mnist_logreg.sweeps.study import ERROR, JOB_DIR, RETRY_OF, STUDY_FILE, open_storage
+from mnist_logreg.sweeps.comparison import Difference, paired_difference
+from mnist_logreg.sweeps.study import ERROR, JOB_DIR, JOB_DIRS, RETRY_OF, STUDY_FILE, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -134,9 +140,15 @@ class SweepSummary(Callback):
         lines.append(markdown_table(jobs[:CONSOLE_ROWS], self.metric, common))
         if len(jobs) > CONSOLE_ROWS:
             lines.append(f"... and {len(jobs) - CONSOLE_ROWS} more")
-        groups = seed_groups(jobs, self.metric, self.mode)
+        groups = replicate_groups(jobs, self.metric, self.mode)
         if groups:
-            lines += ["Over seeds, best mean first:", seeds_table(groups, self.metric)]
+            over = replicated_over(jobs)
+            lines += [f"Over {over}, best mean first:", groups_table(groups, self.metric, over)]
+            if len(groups) > 1:
+                lines += [
+                    f"The best against each other, on the {over} both completed:",
+                    differences_table(groups, self.metric, over),
+                ]
         log.info("%s", "\n".join(lines))
         if jobs[0].score(self.metric) is not None:
             log.info("Best %s", jobs[0].describe(self.metric))
@@ -198,7 +210,11 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
     jobs = []
     for trial in trials:
         job_dir = trial.user_attrs.get(JOB_DIR)  # none: the trial never ran (it could not be composed)
-        metrics = read_record(Path(job_dir)) if job_dir else {}
+        fold_dirs = trial.user_attrs.get(JOB_DIRS)  # a trial scored over folds: one job per fold
+        if fold_dirs:
+            metrics = over_folds([read_record(fold_dir) for fold_dir in fold_dirs])
+        else:
+            metrics = read_record(job_dir) if job_dir else {}
         status = STATES.get(trial.state.name, trial.state.name.lower())
         recorded = metrics.pop("status", None)
         error = metrics.pop("error", "")
@@ -223,6 +239,29 @@ def read_study(storage: str, study_name: str, sweep_dir: Path) -> list[Job]:
             )
         )
     return jobs
+
+
+def over_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial scored over folds as one row: its folds' numbers averaged, once every fold completed; else
+    the record of the first fold that did not (a pruned one's last value), its error naming the fold."""
+    for fold, record in enumerate(records):
+        if not record:  # running, or killed: the trial's state says which
+            return {}
+        if record.get("status") != "completed":
+            error = record.get("error")
+            return {**record, "error": f"fold {fold}: {error}"} if error else record
+    identity = ("seed", "folds", "fold", "trial")
+    numbers = [
+        key
+        for key, value in records[0].items()
+        if key not in identity and all(_is_number(record.get(key)) for record in records)
+    ]
+    averaged = {key: statistics.fmean(record[key] for record in records) for key in numbers}
+    return {"status": "completed", **averaged, "folds": len(records)}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _range(distribution: Any) -> Range | None:
@@ -301,16 +340,28 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
     if common:
         lines += ["", "Every job: " + " ".join(f"`{key}={value}`" for key, value in common.items()) + "."]
     lines += ["", markdown_table(jobs, metric, common)]
-    groups = seed_groups(jobs, metric, mode)
+    groups = replicate_groups(jobs, metric, mode)
     if groups:
+        over = replicated_over(jobs)
         lines += [
             "",
-            "## Over seeds",
+            f"## Over {over}",
             "",
-            "Each configuration's mean ± standard deviation over its seeds, best mean first:",
+            f"Each configuration's mean ± standard deviation over its {over}, best mean first:",
             "",
-            seeds_table(groups, metric),
+            groups_table(groups, metric, over),
         ]
+        if len(groups) > 1:
+            lines += [
+                "",
+                "## The best against each other",
+                "",
+                f"The best configuration's `{metric}` minus each other's, paired on the {over} both "
+                "completed: the mean difference and its 95% interval (paired t). "
+                "Where the interval contains 0, the two cannot be told apart.",
+                "",
+                differences_table(groups, metric, over),
+            ]
     notes = edges(jobs, metric)
     if notes:
         lines += ["", "## At the edge", ""] + [f"- {note.sentence()}" for note in notes]
@@ -349,62 +400,131 @@ def markdown_table(jobs: list[Job], metric: str, common: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+# What a sweep repeats one configuration over, not part of the configuration: its replicates.
+REPLICATE_KEYS = {"seed": "seeds", "data.fold": "folds"}
+Replicate = tuple[str, str, str]  # (seed, folds, fold) as recorded; "" where the run had none
+
+
+def replicate(job: Job) -> Replicate:
+    """Which replicate a job is: its seed and fold as its record names them (or its overrides, if it left
+    none), so that jobs of two configurations, or of two sweeps, with the same seed and fold pair up."""
+    recorded = {"seed": "seed", "folds": "data.folds", "fold": "data.fold"}
+    return tuple(  # type: ignore[return-value]
+        str(job.metrics.get(name, job.overrides.get(key, ""))) for name, key in recorded.items()
+    )
+
+
 @dataclass
-class SeedGroup:
-    """One configuration of a sweep over seeds: its overrides (the seed left out) and its jobs' scores."""
+class Group:
+    """One configuration of a sweep over seeds or folds: its overrides (those two left out) and its
+    completed jobs' scores, by replicate."""
 
     overrides: dict[str, str]
-    scores: dict[str, list[float]]  # metric -> one value per completed seed
-    seeds: int  # jobs in the group, completed or not
+    runs: int = 0  # jobs in the group, completed or not
+    replicates: dict[Replicate, dict[str, float]] = field(default_factory=dict)  # completed: metric -> value
+
+    @property
+    def scores(self) -> dict[str, list[float]]:
+        """Metric -> one value per completed replicate."""
+        scores: dict[str, list[float]] = {}
+        for values in self.replicates.values():
+            for name, value in values.items():
+                scores.setdefault(name, []).append(value)
+        return scores
 
     def mean(self, metric: str) -> float:
         return statistics.fmean(self.scores[metric])
 
     def spread(self, metric: str) -> str:
-        """`0.9012 ± 0.0031`: the mean and the standard deviation over the seeds (n - 1)."""
+        """`0.9012 ± 0.0031`: the mean and the standard deviation over the replicates (n - 1)."""
         values = self.scores.get(metric, [])
         if not values:
             return ""
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return f"{statistics.fmean(values):.4f} ± {std:.4f}"
 
+    def against(self, other: Group, metric: str) -> Difference | None:
+        """This configuration's `metric` minus `other`'s on the replicates both completed, with its 95%
+        interval (paired t); None with fewer than 2 shared replicates."""
+        pairs = [
+            (values[metric], other.replicates[r][metric])
+            for r, values in self.replicates.items()
+            if metric in values and metric in other.replicates.get(r, {})
+        ]
+        if len(pairs) < 2:
+            return None
+        return paired_difference([mine for mine, _ in pairs], [theirs for _, theirs in pairs])
 
-def seed_groups(jobs: list[Job], metric: str, mode: str) -> list[SeedGroup]:
-    """The sweep's configurations, best mean first, when it ran some with more than one `seed`; else none."""
-    if len({job.overrides.get("seed") for job in jobs if "seed" in job.overrides}) < 2:
-        return []
-    groups: dict[tuple[tuple[str, str], ...], SeedGroup] = {}
+
+def group_jobs(jobs: list[Job], metric: str, mode: str) -> list[Group]:
+    """Every configuration among `jobs` (overrides less seed and fold), best mean of `metric` first, then
+    those without a completed job."""
+    groups: dict[tuple[tuple[str, str], ...], Group] = {}
     for job in jobs:
-        config = {key: value for key, value in job.overrides.items() if key != "seed"}
-        group = groups.setdefault(tuple(config.items()), SeedGroup(config, {}, 0))
-        group.seeds += 1
+        config = {key: value for key, value in job.overrides.items() if key not in REPLICATE_KEYS}
+        group = groups.setdefault(tuple(config.items()), Group(config))
+        group.runs += 1
         if job.score(metric) is None:
             continue
-        for name in dict.fromkeys([metric, *METRICS]):
-            if isinstance(job.metrics.get(name), (int, float)):
-                group.scores.setdefault(name, []).append(float(job.metrics[name]))
-    if all(group.seeds < 2 for group in groups.values()):
-        return []
+        values = {name: job.metrics.get(name) for name in dict.fromkeys([metric, *METRICS])}
+        # A duplicated replicate (`seed=0,0`) keeps its first job: pairs stay one to one.
+        group.replicates.setdefault(
+            replicate(job), {n: float(v) for n, v in values.items() if isinstance(v, (int, float))}
+        )
     scored = [g for g in groups.values() if g.scores.get(metric)]
     scored.sort(key=lambda g: -g.mean(metric) if mode == "max" else g.mean(metric))
     return scored + [g for g in groups.values() if not g.scores.get(metric)]
 
 
-def seeds_table(groups: list[SeedGroup], metric: str) -> str:
-    """A row per configuration: the overrides that vary, the seeds completed of those run, mean ± std."""
+def replicate_groups(jobs: list[Job], metric: str, mode: str) -> list[Group]:
+    """The sweep's configurations, best mean first, when it ran some over more than one seed or fold;
+    else none."""
+    if len({tuple(job.overrides.get(key) for key in REPLICATE_KEYS) for job in jobs}) < 2:
+        return []
+    groups = group_jobs(jobs, metric, mode)
+    return groups if any(group.runs > 1 for group in groups) else []
+
+
+def replicated_over(jobs: list[Job]) -> str:
+    """`seeds`, `folds`, or `seeds and folds`: what the sweep's jobs repeat their configurations over."""
+    swept = [name for key, name in REPLICATE_KEYS.items() if len({j.overrides.get(key) for j in jobs}) > 1]
+    return " and ".join(swept) or "seeds"
+
+
+def groups_table(groups: list[Group], metric: str, over: str = "seeds") -> str:
+    """A row per configuration: the overrides that vary, the replicates completed of those run,
+    mean ± std."""
     keys = [k for k in dict.fromkeys(k for g in groups for k in g.overrides) if _varies(groups, k)]
     names = list(dict.fromkeys([metric, "val/acc", "test/acc"]))
-    header = [*keys, "seeds", *(f"{name} (mean ± std)" for name in names)]
+    header = [*keys, over, *(f"{name} (mean ± std)" for name in names)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for group in groups:
         cells = [short_number(group.overrides.get(key, "")) for key in keys]
-        cells.append(f"{len(group.scores.get(metric, []))} of {group.seeds}")
+        cells.append(f"{len(group.scores.get(metric, []))} of {group.runs}")
         cells += [group.spread(name) for name in names]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _varies(groups: list[SeedGroup], key: str) -> bool:
+def differences_table(groups: list[Group], metric: str, over: str = "seeds") -> str:
+    """The best configuration against each other one, on the replicates both completed: the mean paired
+    difference of `metric` (best minus other), its 95% interval, and whether the two can be told apart."""
+    best, others = groups[0], [g for g in groups[1:] if g.scores.get(metric)]
+    keys = [k for k in dict.fromkeys(k for g in groups for k in g.overrides) if _varies(groups, k)]
+    header = [*keys, f"paired {over}", f"best - this, {metric} [95% interval]", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group in others:
+        cells = [short_number(group.overrides.get(key, "")) for key in keys]
+        difference = best.against(group, metric)
+        if difference is None:
+            cells += ["fewer than 2", "", f"not paired: no 2 {over} completed by both"]
+        else:
+            cells += [str(difference.n), difference.interval(), difference.verdict("the best", "this")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _varies(groups: list[Group], key: str) -> bool:
     return len({g.overrides.get(key) for g in groups}) > 1
 
 
@@ -451,7 +571,7 @@ def edges(jobs: list[Job], metric: str) -> list[Edge]:
         return []
     found = []
     for key, text in best.overrides.items():
-        if key == "seed" or not is_number(text):
+        if key in REPLICATE_KEYS or not is_number(text):
             continue
         value = float(text)
         if key in best.ranges:
@@ -528,3 +648,36 @@ def _format(name: str, value: Any) -> str:
 def _natural_key(name: str) -> list[tuple[int, int | str]]:
     """Job 10 after job 9."""
     return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", name) if part]
+
+
+def compare(dir_a: Path, dir_b: Path, metric: str = "val/acc", mode: str = "max") -> list[str]:
+    """Lines comparing two sweeps (or two folders of run directories): the best configuration of each, its
+    mean ± std, and A minus B paired on the seeds and folds both completed, with its 95% interval."""
+    best: list[Group] = []
+    lines = []
+    for side, directory in (("A", dir_a), ("B", dir_b)):
+        if not directory.is_dir():
+            raise UserError(f"{directory} is not a directory: give a sweep dir or a folder of runs.")
+        groups = [g for g in group_jobs(read_jobs(directory), metric, mode) if g.scores.get(metric)]
+        if not groups:
+            raise UserError(
+                f"{directory} holds no completed run with {metric}: give a sweep dir or a folder of run "
+                "directories (each with .hydra/overrides.yaml and metrics.json)."
+            )
+        group = groups[0]
+        config = " ".join(f"{key}={value}" for key, value in group.overrides.items()) or "defaults"
+        of = f", the best of {len(groups)} configurations" if len(groups) > 1 else ""
+        runs = len(group.scores[metric])
+        lines.append(f"{side}: {directory} ({config}{of}): {metric} {group.spread(metric)} over {runs} runs")
+        best.append(group)
+    difference = best[0].against(best[1], metric)
+    if difference is None:
+        raise UserError(
+            f"{dir_a} and {dir_b} share fewer than 2 completed seeds or folds, so they cannot be paired: "
+            "run both with the same seeds (seed=1,2,3) or folds (data.folds=5 'data.fold=range(5)')."
+        )
+    lines.append(
+        f"A - B, {metric}, paired on {difference.n} shared seeds and folds: {difference.interval()} "
+        f"(95% interval, paired t): {difference.verdict('A', 'B')}"
+    )
+    return lines
