@@ -26,9 +26,17 @@ from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.config import build
 from mnist_logreg.errors import UserError, in_multirun
 from mnist_logreg.hparams import flatten_config, group_choices, hyperparameters
-from mnist_logreg.mlflow_run import RUN_ID_KEY, MLflowRun, logger_options, mlflow_logger
+from mnist_logreg.mlflow_run import (
+    RUN_ID_KEY,
+    MLflowRun,
+    logger_options,
+    mlflow_logger,
+    provenance_files,
+    provenance_tags,
+)
 from mnist_logreg.model import LogisticRegression
 from mnist_logreg.naming import run_name, sweep_name
+from mnist_logreg.provenance import UNKNOWN
 
 
 def build_datamodule(cfg: DictConfig, model: LogisticRegression | None = None) -> L.LightningDataModule:
@@ -55,8 +63,9 @@ def build_trainer(
     """
     name = run_name()
     resumed_run_id = (resumed or {}).get(RUN_ID_KEY)
+    provenance = (identity or {}).get("provenance") or {}
     loggers = [
-        build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id))
+        build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id, provenance))
         for key, node in _entries(cfg, "logger")
     ]
     callbacks = [build(f"callbacks.{key}", node) for key, node in _entries(cfg, "callbacks")]
@@ -105,24 +114,42 @@ def _record_callbacks(
         tags["run_dir"] = str(output_dir.resolve())
         if in_multirun():
             tags["sweep"] = sweep_name()
+        provenance = (identity or {}).get("provenance") or {}
+        tags.update(provenance_tags(provenance))
         params = {**group_choices(), **flatten_config(cfg)}
-        callbacks.append(MLflowRun(params, tags, output_dir / ".hydra" / "config.yaml", last_stage))
+        config_file = output_dir / ".hydra" / "config.yaml"
+        files = provenance_files(output_dir, provenance)
+        callbacks.append(MLflowRun(params, tags, config_file, last_stage, provenance_files=files))
     if identity is not None:
         callbacks.append(RunRecord(output_dir, last_stage, hyperparameters(cfg), identity))
     return callbacks
 
 
-def _logger_options(key: str, node: DictConfig, name: str, resumed_run_id: str | None) -> dict[str, Any]:
-    """What a logger's config cannot say: the run's name (MLflow, W&B) and the MLflow run a resume goes on
-    with."""
+def _logger_options(
+    key: str, node: DictConfig, name: str, resumed_run_id: str | None, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """What a logger's config cannot say: the run's name (MLflow, W&B), the MLflow run a resume goes on
+    with, and what made the run (W&B; MLflow has it as tags, from `MLflowRun`)."""
     target = get_object(node._target_) if "_target_" in node else None
     if isinstance(target, type) and issubclass(target, MLFlowLogger):
         return logger_options(key, node, name, resumed_run_id)
     if isinstance(target, type) and issubclass(target, WandbLogger):
         if importlib.util.find_spec("wandb") is None:
             raise UserError(f'logger.{key} needs wandb, which is not installed: pip install -e ".[wandb]"')
-        return {"name": name} if node.get("name") is None else {}
+        return {**({"name": name} if node.get("name") is None else {}), **wandb_provenance(provenance)}
     return {}
+
+
+def wandb_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The run's provenance in W&B: under `provenance` in its config, and the commit in W&B's own git fields
+    (where W&B shows a run's code version)."""
+    if not provenance:
+        return {}
+    import wandb
+
+    code = provenance.get("code", {})
+    settings = {"git_commit": code["commit"]} if code.get("commit") not in (None, UNKNOWN) else {}
+    return {"config": {"provenance": provenance}, "settings": wandb.Settings(**settings)}
 
 
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:

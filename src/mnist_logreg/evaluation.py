@@ -13,6 +13,7 @@ from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.checkpoints import load_model
 from mnist_logreg.config import check_parts
 from mnist_logreg.console import format_results, quiet_libraries
+from mnist_logreg.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +24,13 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     quiet_libraries()
     check_parts(cfg)
     model = load_model(cfg.get("ckpt_path"))
-    trainer = build_trainer(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
-    trainer.test(model, datamodule=build_datamodule(cfg), verbose=False)
+    datamodule = build_datamodule(cfg)
+    identity = {
+        "ckpt_path": os.path.abspath(cfg.ckpt_path),
+        "provenance": record_provenance(cfg.paths.output_dir, datamodule),
+    }
+    trainer = build_trainer(cfg, identity=identity)
+    trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = RunRecord.of(trainer).metrics
     if trainer.is_global_zero:
         log.info("Results (%s):\n%s", cfg.paths.output_dir, format_results(metrics))

@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +119,27 @@ class MLflowLogger(MLFlowLogger):
         super().finalize(status)
 
 
+def provenance_tags(provenance: dict[str, Any]) -> dict[str, str]:
+    """What made the run, as MLflow's standard tags (`mlflow.source.git.commit`, `mlflow.source.git.branch`,
+    `mlflow.source.name`), and `code.modified` (true: `code.patch` is among the run's artifacts)."""
+    code = provenance.get("code") or {}
+    tags = {"mlflow.source.type": "LOCAL"}
+    if provenance.get("command"):
+        tags["mlflow.source.name"] = provenance["command"].split()[1]  # `python <script> ...`
+    if code.get("commit") not in (None, "unknown"):
+        tags["mlflow.source.git.commit"] = code["commit"]
+        tags["code.modified"] = str(bool(code.get("modified"))).lower()
+    if code.get("branch"):
+        tags["mlflow.source.git.branch"] = code["branch"]
+    return tags if provenance else {}
+
+
+def provenance_files(output_dir: Path, provenance: dict[str, Any]) -> list[Path]:
+    """The provenance's files in the run directory: the patch of a modified tree, the environment."""
+    names = [(provenance.get("code") or {}).get("patch"), provenance.get("environment")]
+    return [output_dir / name for name in names if name]
+
+
 def mlflow_logger(loggers: list[Logger]) -> MLFlowLogger | None:
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
 
@@ -130,7 +152,8 @@ class MLflowRun(Callback):
     - in every checkpoint: the run's id, so that a run resumed from it continues the same MLflow run;
     - at the end (`teardown` of the run's last stage, before `metrics.json` is written): the final metrics
       (`val/acc` as `val/acc_best`: the tested checkpoint's, not the last validation's) and the artifacts:
-      `metrics.json`'s content, `config_file`, the figures and the best checkpoint.
+      `metrics.json`'s content, `config_file`, the figures, the best checkpoint and `provenance_files`
+      (`code.patch`, `environment.txt`) under `provenance/`.
     """
 
     def __init__(
@@ -139,11 +162,13 @@ class MLflowRun(Callback):
         tags: dict[str, str],
         config_file: str | Path | None = None,
         last_stage: str = "test",
+        provenance_files: Sequence[Path] = (),
     ) -> None:
         self.params = params
         self.tags = tags
         self.config_file = Path(config_file) if config_file else None
         self.last_stage = last_stage
+        self.provenance_files = list(provenance_files)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         logger = mlflow_logger(trainer.loggers)
@@ -198,6 +223,9 @@ class MLflowRun(Callback):
         client.log_dict(run_id, metrics, "metrics.json")  # the same content; metrics.json itself comes last
         if self.config_file is not None and self.config_file.is_file():
             client.log_artifact(run_id, str(self.config_file), ".hydra")
+        for path in self.provenance_files:
+            if path.is_file():
+                client.log_artifact(run_id, str(path), "provenance")
         for callback in trainer.callbacks:
             if isinstance(callback, ModelFigures) and callback.dirpath.is_dir():
                 client.log_artifacts(run_id, str(callback.dirpath), "figures")

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mnist_logreg.assembly import build_datamodule, build_model, build_trainer
@@ -15,9 +16,12 @@ from mnist_logreg.config import check_config
 from mnist_logreg.console import config_tree, format_results, quiet_libraries
 from mnist_logreg.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.errors import in_multirun
+from mnist_logreg.provenance import record_provenance
 from mnist_logreg.resume import resume_point
 
 log = logging.getLogger(__name__)
+
+DEBUG = "debug"  # the status of a debug preset's run: a smoke test, never a result
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -31,7 +35,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg)
     datamodule = build_datamodule(cfg, model)
     ckpt_path, resumed = resume_point(cfg, model, datamodule)  # checked before the trainer says anything
-    trainer = build_trainer(cfg, identity=run_identity(cfg), resumed=resumed)
+    identity = {**run_identity(cfg), "provenance": record_provenance(cfg.paths.output_dir, datamodule)}
+    trainer = build_trainer(cfg, identity=identity, resumed=resumed)
     refuse_relaunch_in_multirun(trainer)
     if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (console.ConfigTreeOnce)
         log.info("Config:\n%s", config_tree(cfg))
@@ -51,8 +56,13 @@ def best_checkpoint(trainer: L.Trainer) -> str | None:
 
 
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What says which run this was, beside its results: the seed, and a search trial's study and number."""
+    """What says which run this was, beside its results: the seed, and a search trial's study and number.
+    A `debug=<preset>` run (conf/debug/) is a smoke test: its status is "debug", not "completed", and it
+    names its preset."""
     identity: dict[str, Any] = {"seed": cfg.seed}
+    debug = HydraConfig.get().runtime.choices.get("debug") if HydraConfig.initialized() else None
+    if debug:
+        identity = {"status": DEBUG, "debug": str(debug), **identity}
     trial = cfg.get("trial") or {}
     if trial.get("study_name") is not None:
         identity["study"] = trial.study_name

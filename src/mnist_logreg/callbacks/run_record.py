@@ -25,7 +25,8 @@ class RunRecord(Callback):
     """Writes `metrics.json` when the run's last stage ends (testing, or fitting with `test=false`).
 
     Records the best checkpoint's validation accuracy (the one tested), the test metrics, wall times, the
-    epochs and steps trained and `identity` (the seed; a search trial's study and number). The same values
+    epochs and steps trained and `identity` (the seed; a search trial's study and number; the provenance;
+    a debug preset's run: its own status, which takes the place of "completed"). The same values
     go to TensorBoard's HParams tab through the logger's own `log_hyperparams(params, metrics)`, with
     `hparams` (what the run is compared by), in the run's own event files.
     """
