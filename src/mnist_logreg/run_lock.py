@@ -1,5 +1,7 @@
 """One writer per run directory: a second process started on a directory that a live one is writing (a
-requeued job whose first instance still runs, two terminals with `ckpt_path=auto`) is refused.
+requeued job whose first instance still runs, two terminals with `ckpt_path=auto`) is refused. And one run:
+a new run into a directory that holds a finished one is refused before anything is written there
+(`OneRunPerDirectory`).
 
 The lock is the kernel's (`flock` on `<run dir>/.lock`), so it ends with the process that holds it, however
 that process ends: a run killed with SIGKILL leaves the file behind, but not the lock, and its resume starts.
@@ -10,14 +12,21 @@ the file before it tries, so a refused process would erase the pid it is about t
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
 
 from mnist_logreg.errors import UserError
 
 LOCK_FILE = ".lock"
+FINISHED = ("completed", "debug")  # the statuses of a run that ended normally: its record is final
 
 
 class RunDirectoryInUse(UserError):
@@ -53,3 +62,43 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, so that no two processes lock different files
+
+
+class OneRunPerDirectory(HydraCallback):
+    """Refuse a run into a directory that holds a finished run (a `metrics.json` whose status is
+    completed, or debug), unless it continues that run from its own checkpoint (`ckpt_path=auto`, or a
+    checkpoint in its `checkpoints/`): one line naming both ways on, exit status 2.
+
+    A Hydra callback (conf/hydra/default.yaml) at the start of a single run, before Hydra writes the run's
+    `.hydra/` files and log: the finished record stays as it was, byte for byte.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        message = refusal(run_dir, config.get("ckpt_path"), str(config.hydra.job.name))
+        if message:
+            print(message, file=sys.stderr)
+            sys.exit(2)
+
+
+def refusal(run_dir: Path, ckpt_path: str | None, job: str) -> str | None:
+    """Why a new run cannot go into `run_dir`, in one line; None if it can."""
+    try:
+        status = json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if status not in FINISHED:
+        return None  # failed, interrupted or pruned: the directory is there to be run again
+    own = run_dir / "checkpoints"
+    if job == "train" and (
+        ckpt_path == "auto" or (ckpt_path and Path(ckpt_path).parent.resolve() == own.resolve())
+    ):
+        return None
+    if job == "train":
+        ways = (
+            f"continue it with `python train.py hydra.run.dir={run_dir} ckpt_path=auto` (and a larger "
+            "trainer.max_epochs), or train afresh in a new directory (leave out hydra.run.dir)"
+        )
+    else:
+        ways = "give this run a new directory (leave out hydra.run.dir)"
+    return f"{run_dir} holds a finished run ({status}, metrics.json), kept as it is: {ways}"

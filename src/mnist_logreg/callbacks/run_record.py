@@ -85,6 +85,8 @@ class RunRecord(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != self.last_stage:  # teardown comes after a stage that ended normally, never after an error
             return
+        if "provenance" in self.metrics:  # the long part last: the results first, where a reader looks
+            self.metrics["provenance"] = self.metrics.pop("provenance")
         if trainer.is_global_zero:
             self._log_hparams(trainer)
             write_json(self.path, self.metrics)
