@@ -225,3 +225,47 @@ def gpu_driver() -> str:
         return UNKNOWN
     lines = result.stdout.split()
     return lines[0] if result.returncode == 0 and lines else UNKNOWN
+
+
+def provenance_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two runs' provenance, one phrase each: the code (commit, modified tree, the
+    change itself), Python and the key packages, the data files, the machine. Not the command, nor the
+    host's name alone where its hardware is the same."""
+    before, after = before or {}, after or {}
+    pairs = [
+        ("commit", _at(before, "code", "commit"), _at(after, "code", "commit")),
+        ("modified tree", _at(before, "code", "modified"), _at(after, "code", "modified")),
+        ("the change (code.patch)", _at(before, "code", "patch_sha256"), _at(after, "code", "patch_sha256")),
+        ("Python", before.get("python"), after.get("python")),
+    ]
+    packages = [before.get("packages") or {}, after.get("packages") or {}]
+    pairs += [
+        (name, packages[0].get(name), packages[1].get(name))
+        for name in dict.fromkeys([*packages[0], *packages[1]])
+    ]
+    files = [before.get("data") or {}, after.get("data") or {}]
+    pairs += [
+        (path, files[0].get(path), files[1].get(path)) for path in dict.fromkeys([*files[0], *files[1]])
+    ]
+    for key in ("cpu", "cores", "threads"):
+        pairs.append(
+            (f"CPU {key}" if key != "cpu" else "CPU", _at(before, "host", key), _at(after, "host", key))
+        )
+    for key in ("name", "driver", "cuda"):
+        pairs.append((f"GPU {key}", _at(before, "host", "gpu", key), _at(after, "host", "gpu", key)))
+    return [f"{what} {_shown(old)} -> {_shown(new)}" for what, old, new in pairs if old != new]
+
+
+def _at(tree: dict[str, Any], *keys: str) -> Any:
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    text = str(value)
+    return text[:12] if len(text) == 40 or len(text) == 64 else text  # a commit or a hash: its short form

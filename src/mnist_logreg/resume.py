@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # A resumed run must see the same data in the same order, through the same input transform, as the run it
 # continues.
 RESUME_DATA_KEYS = ("batch_size", "val_size", "split_seed", "shuffle_seed")
+OVERRIDES_KEY = "overrides"  # in each checkpoint: the overrides of the run that wrote it
 
 
 class ResumableCheckpoint(ModelCheckpoint):
@@ -55,6 +56,15 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        # The run's command-line overrides, so that a resume with other settings can say which differ.
+        checkpoint[OVERRIDES_KEY] = (
+            list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)
@@ -176,7 +186,45 @@ def resume_point(
     if not ckpt_path:
         return None, None
     optimizer = instantiate(cfg.optimizer)(model.parameters())
-    return ckpt_path, check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+    checkpoint = check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+    note_other_settings(ckpt_path, checkpoint.get(OVERRIDES_KEY), cfg.paths.output_dir)
+    return ckpt_path, checkpoint
+
+
+def note_other_settings(ckpt_path: str, saved: list[str] | None, output_dir: str | Path) -> None:
+    """One line when this run's overrides differ from those of the run that wrote the checkpoint (settings
+    that cannot differ, `check_resume` has refused already): a resume that drops the run's own overrides
+    (`trainer.max_epochs`, say) would otherwise end somewhere else without a word."""
+    if saved is None or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    ignored = {"ckpt_path", *hydra.job.config.override_dirname.exclude_keys}  # where a run goes, not what
+
+    def settings(overrides: list[str]) -> dict[str, str]:
+        pairs = (str(o).lstrip("+~").partition("=") for o in overrides)
+        return {key: value for key, _, value in pairs if key not in ignored and not key.startswith("hydra.")}
+
+    theirs, ours = settings(saved), settings(list(hydra.overrides.task))
+    differ = [key for key in dict.fromkeys([*theirs, *ours]) if theirs.get(key) != ours.get(key)]
+    if not differ:
+        return
+    shown = ", ".join(
+        f"{key}={ours.get(key, '(default)')} (the run had {theirs.get(key, 'the default')})"
+        for key in differ[:3]
+    )
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    if run_dir == Path(output_dir).resolve():
+        log.warning("Continuing this run with other settings than it had: %s%s", shown, more)
+    else:
+        log.warning(
+            "Resuming with other settings than the run that wrote %s: %s%s; `python train.py "
+            "hydra.run.dir=%s ckpt_path=auto` resumes it with its own, in its own directory",
+            ckpt_path,
+            shown,
+            more,
+            run_dir,
+        )
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
