@@ -26,7 +26,8 @@ from mnist_logreg.errors import UserError
 from mnist_logreg.resume import resolve_ckpt_path
 from mnist_logreg.training import train
 
-WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
+# The checkpoint's path names the run directory; the provenance, the command.
+WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path", "provenance")
 # 500 training images in batches of 50: 10 steps an epoch, a validation (and checkpoints) every 5 steps.
 TINY = (
     "data.val_size=100",

@@ -380,8 +380,8 @@ def test_the_summary_flags_jobs_made_by_other_code_and_keeps_debug_runs_apart(tm
     make_job(sweep, "3", ["optimizer.lr=1", "debug=fdr"], debug)
     assert end_sweep(sweep, metric="val/acc", mode="max") == 0  # a debug run is no failure
     summary = (sweep / "summary.md").read_text()
-    line = f"Made by different code: {clean[:12]}: jobs 0, 1, 3; {other[:12]} modified (code.patch cccccccc): jobs 2."
-    assert line in summary
+    jobs = f"{clean[:12]}: jobs 0, 1, 3; {other[:12]} modified (code.patch cccccccc): jobs 2"
+    assert f"Made by different code: {jobs}." in summary
     assert "1 debug runs (`debug=...`: smoke tests, not results) are not ranked." in summary
     rows = read_csv(sweep / "summary.csv")
     assert [(r["job"], r["status"]) for r in rows] == [

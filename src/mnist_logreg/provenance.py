@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mnist_logreg.records import write_text
 
 PATCH_FILE = "code.patch"
@@ -55,6 +57,8 @@ def record_provenance(output_dir: str | Path, datamodule: object = None) -> dict
     output_dir = Path(output_dir)
     code, patch = code_version(Path(__file__).resolve().parent)
     versions = installed()
+    # torch's own version names its build (`2.14.1+cu130`: for CUDA 13.0), which its wheel's name may not.
+    versions["torch"] = torch.__version__
     if rank_zero_only.rank == 0:
         if patch:
             write_text(output_dir / PATCH_FILE, patch)
@@ -181,8 +185,6 @@ def environment(versions: dict[str, str]) -> str:
 
 def host() -> dict[str, Any]:
     """The machine: its name, CPU model, cores, torch's threads, and the GPU where torch finds one."""
-    import torch
-
     machine: dict[str, Any] = {
         "name": socket.gethostname(),
         "os": platform.platform(),
