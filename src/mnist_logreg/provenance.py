@@ -25,8 +25,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mnist_logreg.records import write_text
 
 PATCH_FILE = "code.patch"
@@ -52,6 +50,7 @@ def record_provenance(output_dir: str | Path, datamodule: object = None) -> dict
     written into `output_dir` (by rank 0 under DDP). The data files' checksums are those the data module
     verifies (its `checksums()`, if it has one): the run fails before it writes a record if they do not match.
     """
+    import torch  # here: reproduce.py compares provenance without torch
     from lightning.pytorch.utilities import rank_zero_only
 
     output_dir = Path(output_dir)
@@ -185,6 +184,8 @@ def environment(versions: dict[str, str]) -> str:
 
 def host() -> dict[str, Any]:
     """The machine: its name, CPU model, cores, torch's threads, and the GPU where torch finds one."""
+    import torch
+
     machine: dict[str, Any] = {
         "name": socket.gethostname(),
         "os": platform.platform(),
