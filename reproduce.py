@@ -1,8 +1,8 @@
 """Run a recorded run again in a new directory and compare every number it recorded.
 
-python reproduce.py run=logs/runs/<run>                  # exit 0: "reproduced exactly"
+python reproduce.py run=logs/runs/lr-0.01_2026-12-03_14-58-37_036389   # exit 0: "reproduced exactly"
 python reproduce.py run=logs/sweeps/<sweep>/<job>        # a sweep job, a search trial, an eval.py run
-python reproduce.py run=logs/runs/<run> tolerance=0.001  # a GPU run (docs/reproduce.md)
+python reproduce.py run=logs/runs/lr-0.01_2026-12-03_14-58-37_036389 tolerance=0.001   # a GPU run
 """
 
 import sys
