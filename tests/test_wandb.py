@@ -60,3 +60,6 @@ def test_a_run_is_written_offline_into_its_directory(tmp_path: Path) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and history_holds(record, "val/acc", metrics["val/acc"])
     assert out.name.encode() in record  # the run's display name
+    # What made the run: in its config, and the commit in W&B's own git fields.
+    commit = metrics["provenance"]["code"]["commit"]
+    assert commit != "unknown" and commit.encode() in record and b"provenance" in record

@@ -68,6 +68,7 @@ def build_trainer(
         build(f"logger.{key}", node, **_logger_options(key, node, name, resumed_run_id, provenance))
         for key, node in _entries(cfg, "logger")
     ]
+    record_provenance_in_wandb(loggers, provenance)
     callbacks = [build(f"callbacks.{key}", node) for key, node in _entries(cfg, "callbacks")]
     if not loggers:  # nothing to log the learning rate to (Lightning refuses the monitor then)
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -141,15 +142,22 @@ def _logger_options(
 
 
 def wandb_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
-    """The run's provenance in W&B: under `provenance` in its config, and the commit in W&B's own git fields
-    (where W&B shows a run's code version)."""
-    if not provenance:
+    """The commit in W&B's own git fields, where W&B shows a run's code version (the whole provenance goes
+    to its config: `record_provenance_in_wandb`)."""
+    commit = (provenance.get("code") or {}).get("commit")
+    if commit in (None, UNKNOWN):
         return {}
     import wandb
 
-    code = provenance.get("code", {})
-    settings = {"git_commit": code["commit"]} if code.get("commit") not in (None, UNKNOWN) else {}
-    return {"config": {"provenance": provenance}, "settings": wandb.Settings(**settings)}
+    return {"settings": wandb.Settings(git_commit=commit)}
+
+
+def record_provenance_in_wandb(loggers: list, provenance: dict[str, Any]) -> None:
+    """The run's provenance under `provenance` in each W&B run's config (`wandb.init(config=...)` cannot be
+    given through Hydra's `instantiate`, whose own first argument is `config`)."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and provenance:
+            logger.log_hyperparams({"provenance": provenance})
 
 
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:
