@@ -202,7 +202,7 @@ def note_other_settings(ckpt_path: str, saved: list[str] | None, output_dir: str
 
     def settings(overrides: list[str]) -> dict[str, str]:
         pairs = (str(o).lstrip("+~").partition("=") for o in overrides)
-        return {key: value for key, _, value in pairs if key not in ignored and not key.startswith("hydra.")}
+        return {k: v for k, _, v in pairs if k not in ignored and not k.startswith(("hydra.", "paths."))}
 
     theirs, ours = settings(saved), settings(list(hydra.overrides.task))
     differ = [key for key in dict.fromkeys([*theirs, *ours]) if theirs.get(key) != ours.get(key)]
