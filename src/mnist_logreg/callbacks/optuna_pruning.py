@@ -19,6 +19,7 @@ import lightning as L
 import optuna
 from lightning.pytorch.callbacks import Callback
 
+from mnist_logreg.callbacks.run_record import RunRecord
 from mnist_logreg.study import load_trial
 
 
@@ -66,4 +67,9 @@ class OptunaPruning(Callback):
         message = (
             f"Pruned by Optuna after epoch {epoch + 1}: {self.monitor} {value:.4f}"  # as epoch lines count
         )
-        raise TrialPruned(message, {self.monitor: value, "epochs": epoch + 1, "steps": trainer.global_step})
+        metrics = {self.monitor: value, "epochs": epoch + 1, "steps": trainer.global_step}
+        # What made the trial, as a completed one records it (the sweep summary compares the jobs' code).
+        record = next((c for c in trainer.callbacks if isinstance(c, RunRecord)), None)
+        if record is not None and "provenance" in record.metrics:
+            metrics["provenance"] = record.metrics["provenance"]
+        raise TrialPruned(message, metrics)
