@@ -187,9 +187,10 @@ def test_a_new_run_into_a_finished_runs_directory_is_refused_and_the_record_kept
 @pytest.mark.slow  # git in subprocesses
 def test_a_modified_trees_patch_applies_to_a_clean_clone(tmp_path: Path) -> None:
     repo, clone = tmp_path / "repo", tmp_path / "clone"
-    repo.mkdir()
+    (repo / "src").mkdir(parents=True)
     git("init", "-q", "-b", "main", cwd=repo)
     (repo / "model.py").write_text("lr = 0.001\nepochs = 5\n")
+    (repo / "src" / "kept.py").write_text("")
     (repo / "notes.txt").write_text("kept\n")
     git("add", ".", cwd=repo)
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first", cwd=repo)
@@ -198,18 +199,20 @@ def test_a_modified_trees_patch_applies_to_a_clean_clone(tmp_path: Path) -> None
     (repo / "notes.txt").unlink()  # deleted
     (repo / "new.py").write_text("print('new')")  # untracked, no newline at its end: in the patch
     (repo / "weights.bin").write_bytes(bytes(range(256)))  # untracked, binary: listed only
+    (repo / "src" / "table.txt").write_bytes(b"a\r\nb\x0cc\n")  # git's lines end at "\n" alone
 
-    code, patch = code_version(repo)
+    code, patch = code_version(repo / "src")  # asked from inside the tree, as for the package's folder
     assert code == {
         "commit": git("rev-parse", "HEAD", cwd=repo).strip(),
         "branch": "main",
         "modified": True,
-        "untracked": ["new.py", "weights.bin"],
+        "untracked": ["new.py", "src/table.txt", "weights.bin"],
     }
     (tmp_path / "code.patch").write_text(patch)
     git("apply", str(tmp_path / "code.patch"), cwd=clone)
     assert (clone / "model.py").read_text() == "lr = 0.01\nepochs = 5\n"
     assert (clone / "new.py").read_text() == "print('new')"
+    assert (clone / "src" / "table.txt").read_bytes() == b"a\r\nb\x0cc\n"
     assert not (clone / "notes.txt").exists() and not (clone / "weights.bin").exists()
 
 

@@ -5,10 +5,11 @@ command, Python and the packages, the data files' checksums and the machine. Rec
 - `code.patch` (a modified tree only): `git diff HEAD --binary`, which `git apply` accepts on the recorded
   commit, plus each untracked file that git does not ignore, as a new file, if it is text and at most
   `UNTRACKED_PATCH_LIMIT` bytes (larger or binary ones are listed only);
-- `environment.txt`: every installed distribution, `name==version`, as `importlib.metadata` finds them.
+- `environment.txt`: every installed distribution, `name==version`.
 
-Git is asked twice at most (`git status`, then `git diff` for a modified tree): about 10 ms a run. Outside a
-git checkout (an unpacked archive, an installed package) the commit is "unknown", with no error.
+Git is asked twice at most (`git status`, then `git diff` for a modified tree): the whole record took a median
+of 25 ms a run (42 ms for a modified tree; docs/reproduce.md). Outside a git checkout (an unpacked archive, an
+installed package) or without git, the commit is "unknown", with no error.
 """
 
 from __future__ import annotations
@@ -102,12 +103,12 @@ def code_version(where: Path) -> tuple[dict[str, Any], str]:
     code = {"commit": commit, "branch": branch, "modified": changed or bool(untracked)}
     if not code["modified"]:
         return code, ""
-    root = _git(where, "rev-parse", "--show-toplevel")
     diff = _git(where, "diff", "HEAD", "--binary") if changed else ""
-    if root is None or diff is None:
+    if diff is None:
         return code, ""
     code["untracked"] = untracked
-    added = [new_file_diff(Path(root.strip()), path) for path in untracked]
+    root = next(p for p in (where, *where.parents) if (p / ".git").exists())  # a worktree's is a file
+    added = [new_file_diff(root, path) for path in untracked]  # paths relative to the root, as git gives them
     return code, diff + "".join(filter(None, added))
 
 
@@ -122,11 +123,14 @@ def new_file_diff(root: Path, path: str) -> str:
         return ""
     if "\0" in text or not text:
         return ""
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")  # git's lines: "\r" and form feeds are characters of a line
+    ends_with_newline = lines[-1] == ""
+    if ends_with_newline:
+        lines.pop()
     mode = "100755" if os.access(file, os.X_OK) else "100644"
-    body = "".join(f"+{line}" for line in lines)
-    if not text.endswith("\n"):
-        body += "\n\\ No newline at end of file\n"
+    body = "".join(f"+{line}\n" for line in lines)
+    if not ends_with_newline:
+        body += "\\ No newline at end of file\n"
     return (
         f"diff --git a/{path} b/{path}\nnew file mode {mode}\n--- /dev/null\n+++ b/{path}\n"
         f"@@ -0,0 +1,{len(lines)} @@\n{body}"
