@@ -20,7 +20,10 @@ import pytest
 import torch
 
 from conftest import NOT_RESULTS, ROOT, compose_config
+from mnist_logreg.overrides import with_run_overrides
 from mnist_logreg.provenance import code_version
+from mnist_logreg.reproduction import differences
+from mnist_logreg.run_lock import refusal
 from mnist_logreg.training import train
 
 SHORT = (
@@ -223,3 +226,40 @@ def test_outside_a_git_checkout_the_code_is_unknown(tmp_path: Path, monkeypatch:
     assert code_version(tmp_path / "src") == ({"commit": "unknown"}, "")
     monkeypatch.setenv("PATH", str(tmp_path))  # no git on this machine
     assert code_version(ROOT) == ({"commit": "unknown"}, "")
+
+
+def test_a_metric_matches_within_the_tolerance_and_only_recorded_values_count() -> None:
+    recorded = {"status": "completed", "val/acc": 0.9, "test/loss": float("nan"), "fit_time_s": 2.0}
+    rerun = {"status": "completed", "val/acc": 0.9004, "test/loss": float("nan"), "fit_time_s": 3.0, "new": 1}
+    assert differences(recorded, rerun) == ["val/acc: recorded 0.9, now 0.9004 (difference +0.0004)"]
+    assert differences(recorded, rerun, tolerance=0.001) == []  # a GPU's rounding: docs/reproduce.md
+    assert differences({**recorded, "status": "debug"}, rerun, 1.0) == [
+        "status: recorded 'debug', now 'completed'"
+    ]
+
+
+def test_a_resume_in_its_own_directory_takes_the_runs_overrides_and_the_typed_ones_win(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "overrides.yaml").write_text(
+        "- optimizer=adam\n- trainer.max_epochs=20\n- seed=3\n"
+    )
+    typed = ["trainer.max_epochs=30", "ckpt_path=auto", f"hydra.run.dir={tmp_path}"]
+    assert with_run_overrides(typed) == ["optimizer=adam", "seed=3", *typed]
+    sweep = [*typed[1:], "-m"]
+    assert with_run_overrides(sweep) == sweep  # a sweep: its jobs have directories of their own
+    assert with_run_overrides(typed[:1] + typed[2:]) == typed[:1] + typed[2:]  # not a resume
+
+
+def test_only_a_finished_run_refuses_a_new_one(tmp_path: Path) -> None:
+    assert refusal(tmp_path, None, "train") is None  # empty
+    for status, refused in (("failed", False), ("interrupted", False), ("completed", True), ("debug", True)):
+        (tmp_path / "metrics.json").write_text(json.dumps({"status": status}))
+        assert (refusal(tmp_path, None, "train") is not None) == refused, status
+    assert refusal(tmp_path, "auto", "train") is None  # continued
+    assert refusal(tmp_path, str(tmp_path / "checkpoints" / "last.ckpt"), "train") is None
+    assert refusal(tmp_path, "other/checkpoints/last.ckpt", "train") is not None
+    assert refusal(tmp_path, "auto", "eval").endswith(
+        "give this run a new directory (leave out hydra.run.dir)"
+    )
