@@ -1,6 +1,6 @@
 """What made a run (its provenance), running it again (`reproduce.py`), one run per directory, and the
 README's resume line. One short run on the real MNIST, stopped by Ctrl-C and finished by the README's line,
-serves every test that needs a recorded run."""
+serves every test that needs a recorded run: 2 training processes in all (the resume, and the run again)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import NOT_RESULTS, ROOT, compose_config
 from mnist_logreg.overrides import with_run_overrides
@@ -77,25 +78,36 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A run stopped by Ctrl-C, then finished by the README's resume line: its directory and the output
-    of both commands."""
+    """A run stopped by Ctrl-C, then finished by the README's resume line (in a process of its own): its
+    directory and the resume's output."""
     run = tmp_path_factory.mktemp("provenance") / "run"
-    stop = ("+callbacks.stop._target_=test_provenance.CtrlCOnce", f"+callbacks.stop.step={STOP_AT}")
-    marker = f"+callbacks.stop.marker={run.parent / 'stopped-once'}"
-    stopped = start("train.py", *SHORT, *stop, marker, f"hydra.run.dir={run}")
+    overrides = [
+        *SHORT,
+        "+callbacks.stop._target_=test_provenance.CtrlCOnce",
+        f"+callbacks.stop.step={STOP_AT}",
+    ]
+    overrides.append(f"+callbacks.stop.marker={run.parent / 'stopped-once'}")
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(overrides), run / ".hydra" / "overrides.yaml")  # as Hydra writes it
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C as in a terminal
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(compose_config(overrides, run))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert stopped.value.code == 1 and not (run / "metrics.json").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == STOP_AT + 1
     words = shlex.split(readme_resume_line().replace("$RUN", str(run)))
-    resumed = start(words[1], *words[2:])
-    return {"run": run, "stopped": stopped, "resumed": resumed}
+    return {"run": run, "resumed": start(words[1], *words[2:])}
 
 
 @pytest.mark.slow
 def test_the_readme_resume_line_finishes_a_stopped_run_as_an_uninterrupted_one(
     finished: dict[str, Any], tmp_path: Path
 ) -> None:
-    run, stopped, resumed = finished["run"], finished["stopped"], finished["resumed"]
-    assert stopped.returncode == 1 and "Ctrl-C: stopped at step 26" in stopped.stdout, stopped.stderr[-2000:]
+    run, resumed = finished["run"], finished["resumed"]
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "ckpt_path=auto: resuming from" in resumed.stdout
+    assert f"ckpt_path=auto: resuming from {run / 'checkpoints' / 'last.ckpt'}" in resumed.stdout
     assert "other settings" not in resumed.stdout  # its own overrides, all of them
     whole = train(compose_config(list(SHORT), tmp_path / "whole"))  # never stopped
     record = json.loads((run / "metrics.json").read_text())
@@ -164,10 +176,14 @@ def test_reproduce_exits_0_on_a_recorded_run_and_1_on_an_edited_record(
     shutil.copytree(finished["run"], edited)
     record = json.loads((edited / "metrics.json").read_text())
     (edited / "metrics.json").write_text(json.dumps({**record, "test/acc": record["test/acc"] + 0.01}))
-    failed = start("reproduce.py", f"run={edited}", f"hydra.run.dir={tmp_path / 'failed'}")
+    # Compared with the run made above, instead of running it a third time.
+    failed = start(
+        "reproduce.py", f"run={edited}", f"again={tmp_path / 'again'}", f"hydra.run.dir={tmp_path}"
+    )
     assert failed.returncode == 1
+    assert "1 of 7 recorded values differ" in failed.stdout
     assert re.search(r"test/acc: recorded [\d.]+, now [\d.]+ \(difference -0\.01\b", failed.stdout), (
-        failed.stdout[-3000:]
+        failed.stdout
     )
 
 

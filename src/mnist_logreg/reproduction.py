@@ -29,33 +29,19 @@ TRIAL_OVERRIDES = ("trial.", "callbacks.optuna_pruning")
 
 def reproduce(cfg: DictConfig, scripts_dir: Path) -> bool:
     """Run `cfg.run` again into `cfg.paths.output_dir` with the entry point that made it (train.py,
-    eval.py) and its recorded overrides; log each recorded metric that differs by more than
-    `cfg.tolerance`, and what differs in the provenance. True when every recorded metric matches."""
+    eval.py) and its recorded overrides (or take `cfg.again`, a run made already); log each recorded metric
+    that differs by more than `cfg.tolerance`, and what differs in the provenance. True when every recorded
+    metric matches."""
     run_dir = Path(cfg.run)
     recorded = read_record(run_dir)
-    hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
-    overrides = [
-        str(o)
-        for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
-        if not _key(o).startswith(TRIAL_OVERRIDES)
-    ]
-    output_dir = Path(cfg.paths.output_dir)
-    command = [
-        sys.executable,
-        str(scripts_dir / f"{hydra.job.name}.py"),
-        *overrides,
-        f"hydra.run.dir={output_dir}",
-    ]
-    # Where it was started: relative paths in its overrides (a checkpoint, the data) mean what they meant.
-    launch_dir = Path(str(hydra.runtime.cwd))
-    cwd = launch_dir if launch_dir.is_dir() else Path.cwd()
-    log.info("Running %s again: %s", run_dir, shlex.join(["python", *command[1:]]))
-    result = subprocess.run(command, cwd=cwd)
-    again = output_dir / "metrics.json"
-    if result.returncode != 0 or not again.is_file():
-        log.error("The run again failed (exit status %d): see %s", result.returncode, output_dir)
-        return False
-    rerun = json.loads(again.read_text())
+    if cfg.get("again"):
+        output_dir = Path(cfg.again)
+        read_record(output_dir)
+    else:
+        output_dir = Path(cfg.paths.output_dir)
+        if not run_again(run_dir, output_dir, scripts_dir):
+            return False
+    rerun = json.loads((output_dir / "metrics.json").read_text())
     differ = differences(recorded, rerun, float(cfg.tolerance))
     changed = provenance_differences(recorded.get("provenance") or {}, rerun.get("provenance") or {})
     if not recorded.get("provenance"):
@@ -75,6 +61,27 @@ def reproduce(cfg: DictConfig, scripts_dir: Path) -> bool:
             logging.ERROR if differ else logging.INFO, "what differs in provenance: %s", "; ".join(changed)
         )
     return not differ
+
+
+def run_again(run_dir: Path, output_dir: Path, scripts_dir: Path) -> bool:
+    """Start the run recorded in `run_dir` again, into `output_dir`: whether it finished."""
+    hydra = OmegaConf.load(run_dir / ".hydra" / "hydra.yaml").hydra
+    overrides = [
+        str(o)
+        for o in OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")
+        if not _key(o).startswith(TRIAL_OVERRIDES)
+    ]
+    script = scripts_dir / f"{hydra.job.name}.py"
+    command = [sys.executable, str(script), *overrides, f"hydra.run.dir={output_dir}"]
+    # Where it was started: relative paths in its overrides (a checkpoint, the data) mean what they meant.
+    launch_dir = Path(str(hydra.runtime.cwd))
+    cwd = launch_dir if launch_dir.is_dir() else Path.cwd()
+    log.info("Running %s again: %s", run_dir, shlex.join(["python", *command[1:]]))
+    result = subprocess.run(command, cwd=cwd)
+    if result.returncode != 0 or not (output_dir / "metrics.json").is_file():
+        log.error("The run again failed (exit status %d): see %s", result.returncode, output_dir)
+        return False
+    return True
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
