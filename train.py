@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_logreg.runs.job import report_user_errors
-from mnist_logreg.runs.overrides import check_overrides
+from mnist_logreg.runs.overrides import check_overrides, with_run_overrides
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -27,6 +27,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # `hydra.run.dir=<run> ckpt_path=auto`: the run's own overrides first (Hydra reads them from sys.argv).
+    sys.argv[1:] = with_run_overrides(sys.argv[1:])
     check_overrides(Path(__file__).parent / "conf", "train")  # a misspelt key: "did you mean ...?"
     try:
         main()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning as L
 import pytest
 from omegaconf import DictConfig
 from torchvision.datasets import MNIST
@@ -24,8 +25,8 @@ from mnist_logreg.core.data import MNISTDataModule
 
 @pytest.fixture(autouse=True)
 def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast tier (`pytest -m "not slow"`) starts no process and reads no real MNIST: a test that does is
-    marked `slow`, or it fails here, naming what it did."""
+    """The fast tier (`pytest -m "not slow"`) trains nothing, starts no process and reads no real MNIST: a
+    test that does is marked `slow`, or it fails here, naming what it did."""
     if request.node.get_closest_marker("slow") is not None:
         return
     name = request.node.nodeid
@@ -43,6 +44,12 @@ def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
         read(self, stage)
 
     monkeypatch.setattr(MNISTDataModule, "setup", no_real_mnist)
+
+    def no_training(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"{name} trains: mark it @pytest.mark.slow")
+
+    for stage in ("fit", "validate", "test", "predict"):
+        monkeypatch.setattr(L.Trainer, stage, no_training)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

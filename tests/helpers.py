@@ -19,6 +19,7 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+NOT_RESULTS = ("fit_time_s", "test_time_s", "ckpt_path", "provenance")  # differ between equal runs
 
 
 def compose_config(
@@ -49,7 +50,7 @@ def job_dir(sweep_dir: Path, number: int) -> Path:
 def results(run_dir: Path) -> dict:
     """A run's metrics.json without what differs between two runs of the same numbers: times, paths."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if k not in ("fit_time_s", "test_time_s", "ckpt_path")}
+    return {k: v for k, v in metrics.items() if k not in NOT_RESULTS}
 
 
 def run_script(script: str, *overrides: str) -> subprocess.CompletedProcess:

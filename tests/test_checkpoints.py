@@ -57,6 +57,7 @@ def trained(compose_train, tiny_mnist: Path, tmp_path: Path) -> Path:
     return saved
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -130,6 +131,7 @@ def test_rng_states_come_back_from_a_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
 
 
+@pytest.mark.slow
 def test_resuming_with_fewer_epochs_than_the_checkpoint_has_is_refused(
     compose_train, tiny_mnist: Path, tmp_path: Path
 ) -> None:
@@ -141,6 +143,7 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_has_is_refused(
         train(cfg)
 
 
+@pytest.mark.slow
 def test_a_run_without_the_checkpoint_callback_still_finishes(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train(
         f"paths.data_dir={tiny_mnist}", *TINY, "optimizer.lr=0.5", "callbacks.model_checkpoint=null"

@@ -203,7 +203,7 @@ def test_sigterm_to_one_rank_stops_both_at_one_step_and_the_resume_is_exact(tmp_
     again = start(termed_command, "again.txt")
     for process, log in ((again, "again.txt"), (uninterrupted, "whole.txt")):
         assert process.wait(timeout=300) == 0, (tmp_path / log).read_text()[-3000:]
-    times = ("fit_time_s", "test_time_s", "ckpt_path")
+    times = ("fit_time_s", "test_time_s", "ckpt_path", "provenance")
     expected, resumed = (json.loads((run / "metrics.json").read_text()) for run in (whole, termed))
     assert {k: v for k, v in resumed.items() if k not in times} == {
         k: v for k, v in expected.items() if k not in times

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import lightning as L
+import pytest
 from hydra import compose, initialize_config_dir
 
 from helpers import CONF_DIR
@@ -15,6 +16,7 @@ from mnist_logreg.runs.training import train
 TINY = ("data.val_size=100", "data.batch_size=50", "trainer.accelerator=cpu", "callbacks.progress_bar=null")
 
 
+@pytest.mark.slow
 def test_overfit_trains_on_the_same_batches_every_epoch(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train("debug=overfit", f"data.data_dir={tiny_mnist}", *TINY)
     assert cfg.trainer.overfit_batches == 10 and cfg.test is False and cfg.optimizer.lr == 0.5
@@ -27,12 +29,16 @@ def test_overfit_trains_on_the_same_batches_every_epoch(compose_train, tiny_mnis
     assert datamodule.train_dataloader().sampler.shuffle is False
 
 
+@pytest.mark.slow
 def test_limit_runs_a_few_batches_of_every_stage(compose_train, tiny_mnist: Path) -> None:
     metrics = train(compose_train("debug=limit", f"data.data_dir={tiny_mnist}", *TINY))
     assert metrics["steps"] == 2 * 10  # 10 of the 10 training batches of 50 (500 images), 2 epochs
-    assert metrics["status"] == "completed" and 0.0 <= metrics["test/acc"] <= 1.0
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    # A smoke test, recorded as one: never "completed", which means a result.
+    assert metrics["status"] == "debug" and metrics["debug"] == "limit"
 
 
+@pytest.mark.slow
 def test_profiler_writes_lightnings_report_to_the_run_directory(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train("debug=profiler", f"data.data_dir={tiny_mnist}", *TINY, "trainer.max_epochs=1")
     train(cfg)

@@ -30,6 +30,7 @@ def run(compose_train, tiny_mnist: Path, caplog: pytest.LogCaptureFixture) -> st
     return errors[0]
 
 
+@pytest.mark.slow
 def test_a_full_disk_during_a_checkpoint_write(
     compose_train, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
@@ -42,6 +43,7 @@ def test_a_full_disk_during_a_checkpoint_write(
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_drawing_the_figures(
     compose_train, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:
@@ -66,6 +68,7 @@ def test_a_full_disk_while_drawing_the_figures(
     assert not (tmp_path / "run" / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_an_unwritable_run_directory_names_the_fix(
     compose_train, tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
 ) -> None:

@@ -21,6 +21,7 @@ ENTRY_POINTS = {
     "export.py": "export",
     "find_lr.py": "find_lr",
     "demo.py": "demo",
+    "reproduce.py": "reproduce",
 }
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # What the pages' `RUN=$(dirname "$(ls -td logs/runs/*/checkpoints | head -n 1)")` stands for.

@@ -8,6 +8,7 @@ import importlib.util
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
@@ -24,6 +25,7 @@ def fit_plain(*args, **kwargs) -> dict:
     return module.fit_plain(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_same_weights_and_logged_losses_as_a_plain_loop(tiny_mnist: Path, tmp_path: Path) -> None:
     L.seed_everything(0, verbose=False)
     model = LogisticRegression(optimizer=functools.partial(torch.optim.SGD, lr=0.1))

@@ -35,6 +35,7 @@ class PruneAt(L.Callback):
             raise TrialPruned("Trial 3 pruned at epoch 1", {"val/acc": 0.25, "epochs": 1})
 
 
+@pytest.mark.slow
 def test_hparams_hold_the_flat_config_and_the_metrics_json_scores(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train(
         f"data.data_dir={tiny_mnist}",

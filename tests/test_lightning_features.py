@@ -40,6 +40,7 @@ def weights(run: Path) -> torch.Tensor:
     return torch.cat([state["net.weight"].flatten(), state["net.bias"]])
 
 
+@pytest.mark.slow
 def test_onecycle_steps_every_batch_and_is_logged(run_tiny, tmp_path: Path) -> None:
     run_tiny(
         "onecycle",
@@ -58,6 +59,7 @@ def test_onecycle_steps_every_batch_and_is_logged(run_tiny, tmp_path: Path) -> N
     assert values[0] < peak / 10 and values[-1] < peak / 1000
 
 
+@pytest.mark.slow
 def test_cosine_steps_once_an_epoch(run_tiny, tmp_path: Path) -> None:
     run_tiny("cosine", "scheduler=cosine", "optimizer.lr=0.1", "trainer.max_epochs=4", "logger=csv")
     values = [lr for _, lr in logged(tmp_path / "cosine", "lr-SGD")]
@@ -65,11 +67,13 @@ def test_cosine_steps_once_an_epoch(run_tiny, tmp_path: Path) -> None:
     assert values == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_the_learning_rate_is_logged_without_a_scheduler_too(run_tiny, tmp_path: Path) -> None:
     run_tiny("constant", "optimizer.lr=0.1", "trainer.max_epochs=2", "logger=csv")
     assert {lr for _, lr in logged(tmp_path / "constant", "lr-SGD")} == {0.1}
 
 
+@pytest.mark.slow
 def test_accumulating_4_batches_of_25_equals_batches_of_100(run_tiny, tmp_path: Path) -> None:
     run_tiny("b100", "data.batch_size=100", "optimizer.lr=0.5", "trainer.max_epochs=2")
     run_tiny(
@@ -103,6 +107,7 @@ class GradientNorms(L.Callback):
         trainer.optimizers[0].register_step_post_hook(record)
 
 
+@pytest.mark.slow
 def test_gradient_clipping_bounds_the_norm(run_tiny) -> None:
     norms = "+callbacks.norms._target_=test_lightning_features.GradientNorms"
     run_tiny("unclipped", norms, "optimizer.lr=0.5")
@@ -114,6 +119,7 @@ def test_gradient_clipping_bounds_the_norm(run_tiny) -> None:
     assert max(clipped) <= 0.05 * (1 + 1e-4)
 
 
+@pytest.mark.slow
 def test_early_stopping_ends_the_fit_and_records_the_epoch(run_tiny) -> None:
     # min_delta 1: no epoch can improve val/acc enough, so patience 1 runs out at the second validation.
     metrics = run_tiny(
@@ -127,6 +133,7 @@ def test_early_stopping_ends_the_fit_and_records_the_epoch(run_tiny) -> None:
     assert "early_stopped_epoch" not in run_tiny("full", "trainer.max_epochs=2")
 
 
+@pytest.mark.slow
 def test_lr_find_sweeps_the_rates_and_suggests_one_among_them(
     compose_train, tiny_mnist: Path, tmp_path: Path
 ) -> None:

@@ -33,6 +33,7 @@ def find_run(cfg, output_dir: Path):
     return client, run
 
 
+@pytest.mark.slow
 def test_a_run_records_params_final_metrics_tags_and_artifacts(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train(
         f"data.data_dir={tiny_mnist}",
@@ -58,6 +59,10 @@ def test_a_run_records_params_final_metrics_tags_and_artifacts(compose_train, ti
     tags = run.data.tags
     assert tags["baseline"] == tags["sgd"] == "" and tags["run_dir"] == str(out) and "sweep" not in tags
     assert tags["status"] == "completed"
+    # What made it, as MLflow's standard tags: the same commit as metrics.json.
+    code = metrics["provenance"]["code"]
+    assert tags["mlflow.source.git.commit"] == code["commit"] != "unknown"
+    assert tags["code.modified"] == str(code["modified"]).lower()
 
     # Metrics: TensorBoard's, point for point, and the final ones of metrics.json.
     events = EventAccumulator(str(out / "tensorboard"))
@@ -78,14 +83,17 @@ def test_a_run_records_params_final_metrics_tags_and_artifacts(compose_train, ti
 
     # Artifacts: what the run directory holds, the same bytes.
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {
-        ".hydra", "checkpoints", "figures", "metrics.json",
+        ".hydra", "checkpoints", "figures", "metrics.json", "provenance",
     }  # fmt: skip
     local = Path(client.download_artifacts(run.info.run_id, ""))
     assert json.loads((local / "metrics.json").read_text()) == json.loads((out / "metrics.json").read_text())
-    for name in (".hydra/config.yaml", "checkpoints/best.ckpt", "figures/confusion_matrix.png"):
-        assert (local / name).read_bytes() == (out / name).read_bytes(), name
+    names = [".hydra/config.yaml", "checkpoints/best.ckpt", "figures/confusion_matrix.png"]
+    names += ["provenance/environment.txt"] + (["provenance/code.patch"] if code["modified"] else [])
+    for name in names:
+        assert (local / name).read_bytes() == (out / name.removeprefix("provenance/")).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_mlflow_run(
     tmp_path: Path, tiny_mnist: Path, mlflow_dir: Path, caplog
 ) -> None:
@@ -131,6 +139,7 @@ def test_a_resumed_run_continues_its_mlflow_run(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("stopper", "status", "ended"),
     [

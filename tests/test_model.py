@@ -30,6 +30,7 @@ def test_loss_is_cross_entropy_of_the_logits() -> None:
     assert torch.allclose(model.loss(model(images), labels), expected)
 
 
+@pytest.mark.slow
 def test_training_learns_a_separable_problem(tiny_mnist: Path, tmp_path: Path) -> None:
     L.seed_everything(0, verbose=False)
     dm = MNISTDataModule(data_dir=str(tiny_mnist), batch_size=50, val_size=100)
@@ -44,6 +45,7 @@ def test_training_learns_a_separable_problem(tiny_mnist: Path, tmp_path: Path) -
     assert after["test/acc"] >= 0.95
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_back_with_weights_only(tiny_mnist: Path, tmp_path: Path) -> None:
     dm = MNISTDataModule(data_dir=str(tiny_mnist), batch_size=50, val_size=100)
     model = LogisticRegression(optimizer=functools.partial(torch.optim.SGD, lr=0.1))

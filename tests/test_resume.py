@@ -26,7 +26,8 @@ from mnist_logreg.errors import UserError
 from mnist_logreg.runs.resume import resolve_ckpt_path
 from mnist_logreg.runs.training import train
 
-WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path")  # the checkpoint's path names the run directory
+# The checkpoint's path names the run directory; the provenance, the command.
+WALL_TIMES = ("fit_time_s", "test_time_s", "ckpt_path", "provenance")
 # 500 training images in batches of 50: 10 steps an epoch, a validation (and checkpoints) every 5 steps.
 TINY = (
     "data.val_size=100",
@@ -145,6 +146,7 @@ def run_tiny(compose_train, tiny_mnist: Path, tmp_path: Path):
     return _run
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_other_seed_other_numbers(run_tiny, tmp_path: Path) -> None:
     a, b, c = run_tiny("a", "seed=3"), run_tiny("b", "seed=3"), run_tiny("c", "seed=4")
     assert numbers(a) == numbers(b)
@@ -161,6 +163,7 @@ INTERRUPTIONS = [
 ]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_like_an_uninterrupted_one(
     run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, sigint_handled
 ) -> None:
@@ -187,6 +190,7 @@ def test_a_resumed_run_ends_like_an_uninterrupted_one(
         )
 
 
+@pytest.mark.slow
 def test_the_epoch_line_of_a_resumed_epoch_times_it_from_the_resume(
     compose_train, tiny_mnist: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -209,6 +213,7 @@ def test_the_epoch_line_of_a_resumed_epoch_times_it_from_the_resume(
     assert len(seconds) == 2 and max(seconds) < lasted, caplog.text
 
 
+@pytest.mark.slow
 def test_a_run_resumed_in_its_own_directory_keeps_the_csv_rows_of_both_attempts(
     run_tiny, tmp_path: Path
 ) -> None:
@@ -222,6 +227,7 @@ def test_a_run_resumed_in_its_own_directory_keeps_the_csv_rows_of_both_attempts(
     assert steps == [{4, 9, 14}, {19, 24, 29}]  # validations before the crash at step 17, and after
 
 
+@pytest.mark.slow
 def test_a_sweep_job_stopped_by_sigterm_records_interrupted(
     run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,6 +247,7 @@ def test_a_sweep_job_stopped_by_sigterm_records_interrupted(
     assert record["error"].endswith(f"ckpt_path={tmp_path / 'job' / 'checkpoints' / 'last.ckpt'}")
 
 
+@pytest.mark.slow
 def test_a_requeued_submitit_job_saves_hands_over_and_continues_by_itself(
     run_tiny, tmp_path: Path, caplog: pytest.LogCaptureFixture, submitit_job
 ) -> None:
@@ -270,6 +277,7 @@ def test_a_requeued_submitit_job_saves_hands_over_and_continues_by_itself(
     assert f"Restoring states from the checkpoint path at {last}" not in caplog.text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stopper", ["TermAndUsr2At", "Usr2AndTermAt"])
 def test_sigterm_and_usr2_together_save_then_requeue(
     run_tiny, tmp_path: Path, submitit_job, stopper: str
@@ -281,6 +289,7 @@ def test_sigterm_and_usr2_together_save_then_requeue(
     assert stopped.value.code == 3 and submitit.saw_step == 4
 
 
+@pytest.mark.slow
 def test_a_submitit_job_that_is_not_requeued_ends_with_the_command_that_finishes_it(
     run_tiny, tmp_path: Path, submitit_job
 ) -> None:
@@ -316,6 +325,7 @@ def test_a_submitit_job_stopped_before_continues_from_its_own_last_checkpoint(
     assert resolve_ckpt_path("auto", tmp_path) == str(last)  # asked for
 
 
+@pytest.mark.slow
 def test_outside_submitit_usr2_is_left_alone(
     run_tiny, tmp_path: Path, submitit_job, monkeypatch: pytest.MonkeyPatch
 ) -> None:

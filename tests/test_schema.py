@@ -60,6 +60,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("overrides", "message"), REFUSED, ids=[" ".join(o) for o, _ in REFUSED])
 def test_bad_values_are_refused_before_training(
     compose_train, tiny_mnist: Path, tmp_path: Path, overrides: list[str], message: str
@@ -71,6 +72,7 @@ def test_bad_values_are_refused_before_training(
     assert not (tmp_path / "run" / "checkpoints").exists()  # no step was trained
 
 
+@pytest.mark.slow
 def test_good_values_pass_the_checks(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train(
         f"paths.data_dir={tiny_mnist}",

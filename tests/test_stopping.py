@@ -18,6 +18,7 @@ from mnist_logreg.callbacks.stopping import DivergenceError
 from mnist_logreg.runs.training import train
 
 
+@pytest.mark.slow
 def test_a_diverged_loss_stops_the_run_at_once(compose_train, tiny_mnist: Path, tmp_path: Path) -> None:
     cfg = compose_train(
         f"paths.data_dir={tiny_mnist}",
@@ -36,6 +37,7 @@ def test_a_diverged_loss_stops_the_run_at_once(compose_train, tiny_mnist: Path, 
     assert not (run / "checkpoints").exists()  # stopped before the first validation could save one
 
 
+@pytest.mark.slow
 def test_without_the_check_a_diverged_run_would_report_nan(compose_train, tiny_mnist: Path) -> None:
     cfg = compose_train(
         f"paths.data_dir={tiny_mnist}",

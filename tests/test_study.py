@@ -205,6 +205,7 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
         assert metrics["status"] == "pruned" and metrics["epochs"] == last_epoch + 1 < 3
         assert metrics["val/acc"] == trial.intermediate_values[last_epoch] == trial.value
         assert metrics["study"] == "pruned" and metrics["trial"] == trial.number
+        assert metrics["provenance"]["code"]["commit"] != "unknown"  # what made it, as a completed trial
     for trial in trials:  # every trial reported each epoch it trained
         assert sorted(trial.intermediate_values) == list(range(len(trial.intermediate_values)))
     statuses = [row["status"] for row in summary_rows(sweep)]

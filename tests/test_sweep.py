@@ -492,3 +492,33 @@ def test_an_optuna_sweep_is_reported_from_its_study_every_worker_and_state(tmp_p
     assert float(rows[0]["optimizer.lr"]) == study.trials[0].params["optimizer.lr"]
     summary = (tmp_path / "sweep" / "summary.md").read_text()
     assert "6 trials (1 completed, 1 pruned, 1 running, 1 waiting, 2 failed)" in summary
+
+
+def made_by(commit: str, modified: bool = False, patch: str = "") -> dict:
+    code = {"commit": commit, "branch": "main", "modified": modified}
+    return {"provenance": {"code": {**code, **({"patch_sha256": patch} if patch else {})}}}
+
+
+def test_the_summary_flags_jobs_made_by_other_code_and_keeps_debug_runs_apart(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    clean, other = "a" * 40, "b" * 40
+    make_job(sweep, "0", ["optimizer.lr=0.01"], {**completed(0.90, 0.90), **made_by(clean)})
+    make_job(sweep, "1", ["optimizer.lr=0.1"], {**completed(0.91, 0.91), **made_by(clean)})
+    assert end_sweep(sweep, metric="val/acc", mode="max") == 0
+    assert "Made by" not in (sweep / "summary.md").read_text()  # one clean commit: nothing to say
+
+    make_job(sweep, "2", ["optimizer.lr=1"], {**completed(0.92, 0.92), **made_by(other, True, "c" * 64)})
+    debug = {"status": "debug", "debug": "fdr", "val/acc": 0.99, **made_by(clean)}
+    make_job(sweep, "3", ["optimizer.lr=1", "debug=fdr"], debug)
+    assert end_sweep(sweep, metric="val/acc", mode="max") == 0  # a debug run is no failure
+    summary = (sweep / "summary.md").read_text()
+    jobs = f"{clean[:12]}: jobs 0, 1, 3; {other[:12]} modified (code.patch cccccccc): jobs 2"
+    assert f"Made by different code: {jobs}." in summary
+    assert "1 debug runs (`debug=...`: smoke tests, not results) are not ranked." in summary
+    rows = read_csv(sweep / "summary.csv")
+    assert [(r["job"], r["status"]) for r in rows] == [
+        ("2", "completed"),
+        ("1", "completed"),
+        ("0", "completed"),
+        ("3", "debug"),
+    ]

@@ -115,3 +115,6 @@ def test_a_run_is_written_offline_into_its_directory(tmp_path: Path) -> None:
     summary = run_values(read_records(record_path), "summary")
     assert summary["val/acc_best"] == pytest.approx(metrics["val/acc"])
     assert summary["epochs"] == 1 and summary["status"] == "completed"
+    # What made the run: in its config, and the commit in W&B's own git fields.
+    commit = metrics["provenance"]["code"]["commit"]
+    assert commit != "unknown" and commit.encode() in record and b"provenance" in record

@@ -34,6 +34,7 @@ class Status(str, Enum):
     FAILED = "failed"  # a sweep job that raised: the reason is in the record's `error`
     PRUNED = "pruned"  # a search trial stopped by its pruner, with its last value
     INTERRUPTED = "interrupted"  # a sweep job stopped by a signal, with the command that finishes it
+    DEBUG = "debug"  # a `debug=<preset>` run (conf/debug/): a smoke test that ended normally, never a result
 
     def __str__(self) -> str:
         return self.value
@@ -78,7 +79,8 @@ def status(run_dir: str | Path) -> str | None:
 
 
 def is_finished(run_dir: str | Path) -> bool:
-    return status(run_dir) == Status.COMPLETED
+    """Whether the run ended normally: its record is final (a result, or a debug preset's smoke test)."""
+    return status(run_dir) in (Status.COMPLETED, Status.DEBUG)
 
 
 def write_record(run_dir: str | Path, record: dict[str, Any]) -> None:

@@ -13,6 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from mnist_logreg.outputs import Status
+
 
 def in_multirun() -> bool:
     """Whether this process runs one job of a sweep (`-m`), rather than a single run."""
@@ -62,8 +64,12 @@ def resume_command(path: Path) -> str:
 def run_identity(cfg: DictConfig) -> dict[str, Any]:
     """What says which run this was, beside its results: the seed, the fold that validated (k-fold
     cross-validation), and a search trial's study and number (`trial.*`, set by the Optuna sweeper). A pruned
-    trial's record names them the same way."""
+    trial's record names them the same way. A `debug=<preset>` run (conf/debug/) is a smoke test: its status
+    is `debug`, not `completed`, and it names its preset."""
     identity: dict[str, Any] = {"seed": cfg.get("seed")}
+    debug = HydraConfig.get().runtime.choices.get("debug") if HydraConfig.initialized() else None
+    if debug:
+        identity = {"status": Status.DEBUG, "debug": str(debug), **identity}
     data = cfg.get("data") or {}
     if data.get("folds") is not None:
         identity.update(folds=data.folds, fold=data.fold)

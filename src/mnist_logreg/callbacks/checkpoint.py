@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from mnist_logreg.files import replaced_atomically
@@ -21,12 +22,15 @@ from mnist_logreg.outputs import CHECKPOINTS, LAST
 
 log = logging.getLogger(__name__)
 
+OVERRIDES_KEY = "overrides"  # in each checkpoint: the overrides of the run that wrote it
+
 
 class ResumableCheckpoint(ModelCheckpoint):
     """Lightning's `ModelCheckpoint` plus what a resume needs that Lightning 2.6 leaves out.
 
     - The global RNG states (torch, CUDA, NumPy, Python) go into each checkpoint and come back on resume, so
       anything random during training (dropout, augmentation) continues the stream it would have drawn.
+    - The run's overrides go into each checkpoint, so that a resume with other settings says which differ.
     - A run resumed into a new directory: Lightning then forgets the best score, and the next validation
       becomes "best" whatever its value. Here the best checkpoint is copied into the new directory with its
       score, so the resumed run tests the checkpoint that an uninterrupted run would have tested.
@@ -37,6 +41,15 @@ class ResumableCheckpoint(ModelCheckpoint):
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": _rng_states()}
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        super().on_save_checkpoint(trainer, pl_module, checkpoint)
+        # The run's command-line overrides, so that a resume with other settings can say which differ.
+        checkpoint[OVERRIDES_KEY] = (
+            list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+        )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state = dict(state_dict)

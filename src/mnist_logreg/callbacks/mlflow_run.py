@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ class MLflowRun(Callback):
     - in every checkpoint: the run's id, so that a run resumed from it continues the same MLflow run;
     - at the end (`finish`, which the run record calls just before it writes `metrics.json`): the final
       metrics (`val/acc` as `val/acc_best`: the tested checkpoint's, not the last validation's) and the
-      artifacts: `metrics.json`'s content, `config_file`, the figures in `figures_dir`, the best checkpoint.
+      artifacts: `metrics.json`'s content, `config_file`, the figures in `figures_dir`, the best checkpoint
+      and `provenance_files` (`code.patch`, `environment.txt`) under `provenance/`.
     """
 
     def __init__(
@@ -36,11 +38,13 @@ class MLflowRun(Callback):
         tags: dict[str, str],
         config_file: str | Path | None = None,
         figures_dir: str | Path | None = None,
+        provenance_files: Sequence[Path] = (),
     ) -> None:
         self.params = params
         self.tags = tags
         self.config_file = Path(config_file) if config_file else None
         self.figures_dir = Path(figures_dir) if figures_dir else None
+        self.provenance_files = list(provenance_files)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         logger = mlflow_logger(trainer.loggers)
@@ -103,6 +107,9 @@ class MLflowRun(Callback):
         client.log_dict(run_id, metrics, METRICS)  # the same content; the file itself comes last
         if self.config_file is not None and self.config_file.is_file():
             client.log_artifact(run_id, str(self.config_file), ".hydra")
+        for path in self.provenance_files:
+            if path.is_file():
+                client.log_artifact(run_id, str(path), "provenance")
         if self.figures_dir is not None and self.figures_dir.is_dir():
             client.log_artifacts(run_id, str(self.figures_dir), "figures")
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -38,6 +38,10 @@ class RunRecord(Callback):
 
     `trackers` are handed the record just before it is written, so that `metrics.json`, written last, still
     marks a finished run. The caller keeps the record and reads its `metrics` when the run ends.
+    epochs and steps trained and `identity` (the seed; a search trial's study and number; the provenance;
+    a debug preset's run: its own status, which takes the place of "completed"). The same values
+    go to TensorBoard's HParams tab through the logger's own `log_hyperparams(params, metrics)`, with
+    `hparams` (what the run is compared by), in the run's own event files.
     """
 
     def __init__(
@@ -95,6 +99,8 @@ class RunRecord(Callback):
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != self.last_stage:  # teardown comes after a stage that ended normally, never after an error
             return
+        if "provenance" in self.metrics:  # the long part last: the results first, where a reader looks
+            self.metrics["provenance"] = self.metrics.pop("provenance")
         if trainer.is_global_zero:
             self._log_hparams(trainer)
             for tracker in self.trackers:

@@ -251,6 +251,11 @@ class MNISTDataModule(TensorDataModule):
         finally:
             lock.release()
 
+    def checksums(self) -> dict[str, str]:
+        """The MD5 sums of the files the splits are read from, by their path under `data_dir`: the sums
+        `prepare_data` checks every file against on every run, so recording them reads nothing again."""
+        return {f"MNIST/raw/{filename}": md5 for filename, md5 in MNIST.resources}
+
     def _check_archives(self) -> list[str]:
         """The `.gz` files that are missing; a present one with the wrong MD5 sum is an error."""
         missing = []

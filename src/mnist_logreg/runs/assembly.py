@@ -35,7 +35,8 @@ from mnist_logreg.outputs import HYDRA
 from mnist_logreg.runs.config import build
 from mnist_logreg.runtime import in_multirun
 from mnist_logreg.tracking.hparams import flatten_config, group_choices, hyperparameters
-from mnist_logreg.tracking.mlflow import logger_options, mlflow_logger
+from mnist_logreg.tracking.mlflow import logger_options, mlflow_logger, provenance_files, provenance_tags
+from mnist_logreg.tracking.provenance import UNKNOWN
 
 
 def build_data_and_model(cfg: DictConfig) -> tuple[L.LightningDataModule, LogisticRegression]:
@@ -101,15 +102,20 @@ def build_record(cfg: DictConfig, identity: dict[str, Any]) -> RunRecord:
 
 
 def build_trainer(
-    cfg: DictConfig, record: RunRecord | None = None, mlflow_run_id: str | None = None
+    cfg: DictConfig,
+    record: RunRecord | None = None,
+    mlflow_run_id: str | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> L.Trainer:
     """The Trainer with the config's callbacks and loggers (`callbacks.<name>=null` switches one off), then
-    the MLflow run's life when an MLflow logger is configured (`mlflow_run_id`: the run a resume goes on
-    with), then `record` (None: no record), which hands the MLflow run its final metrics before it writes.
+    the trackers' own runs (MLflow's, `mlflow_run_id`: the run a resume goes on with; W&B's), each told
+    what made the run (`provenance`), then `record` (None: no record), which hands the trackers its final
+    metrics before it writes.
     """
     name = run_name()
+    provenance = provenance or {}
     loggers = [
-        build(f"logger.{key}", node, **_logger_options(key, node, name, mlflow_run_id))
+        build(f"logger.{key}", node, **_logger_options(key, node, name, mlflow_run_id, provenance))
         for key, node in _entries(cfg, "logger")
     ]
     callbacks = [build(f"callbacks.{key}", node) for key, node in _entries(cfg, "callbacks")]
@@ -121,9 +127,11 @@ def build_trainer(
     # The trackers' own runs, handed the record's final metrics before it writes `metrics.json`.
     trackers: list[MLflowRun | WandbRun] = []
     if mlflow_logger(loggers) is not None:
-        trackers.append(_mlflow_run(cfg))
+        trackers.append(_mlflow_run(cfg, provenance))
     if any(isinstance(logger, WandbLogger) for logger in loggers):
-        trackers.append(WandbRun(_params(cfg)))
+        # W&B's config takes the provenance too: `wandb.init(config=...)` cannot be given through Hydra's
+        # `instantiate`, whose own first argument is `config`.
+        trackers.append(WandbRun({**_params(cfg), **({"provenance": provenance} if provenance else {})}))
     callbacks += trackers
     if record is not None:
         record.trackers += trackers
@@ -154,9 +162,10 @@ def console_callbacks(callbacks: list[Callback], terminal: bool, multirun: bool 
     return kept
 
 
-def _mlflow_run(cfg: DictConfig) -> MLflowRun:
+def _mlflow_run(cfg: DictConfig, provenance: dict[str, Any]) -> MLflowRun:
     """The MLflow run's params (the flattened config and the group choices), tags (the `tags` list, the run
-    directory, the sweep) and what it keeps at the end (the config file, the figures)."""
+    directory, the sweep, what made the run) and what it keeps at the end (the config file, the figures,
+    the provenance's files)."""
     output_dir = Path(cfg.paths.output_dir)
     tags = dict.fromkeys(map(str, cfg.get("tags") or []), "")
     tags["run_dir"] = str(output_dir.resolve())
@@ -165,7 +174,9 @@ def _mlflow_run(cfg: DictConfig) -> MLflowRun:
     params = _params(cfg)
     figures = (cfg.get("callbacks") or {}).get("figures")
     figures_dir = figures.get("dirpath") if figures is not None else None
-    return MLflowRun(params, tags, output_dir / HYDRA / "config.yaml", figures_dir)
+    tags.update(provenance_tags(provenance))
+    files = provenance_files(output_dir, provenance)
+    return MLflowRun(params, tags, output_dir / HYDRA / "config.yaml", figures_dir, provenance_files=files)
 
 
 def _params(cfg: DictConfig) -> dict[str, Any]:
@@ -173,16 +184,29 @@ def _params(cfg: DictConfig) -> dict[str, Any]:
     return {**group_choices(), **flatten_config(cfg)}
 
 
-def _logger_options(key: str, node: DictConfig, name: str, mlflow_run_id: str | None) -> dict[str, Any]:
-    """What a logger's config cannot say: the run's name (MLflow, W&B) and the MLflow run a resume goes on
-    with."""
+def _logger_options(
+    key: str, node: DictConfig, name: str, mlflow_run_id: str | None, provenance: dict[str, Any]
+) -> dict[str, Any]:
+    """What a logger's config cannot say: the run's name (MLflow, W&B), the MLflow run a resume goes on
+    with, and the commit in W&B's own git fields."""
     target = get_object(node._target_) if "_target_" in node else None
     if isinstance(target, type) and issubclass(target, MLFlowLogger):
         return logger_options(key, node, name, mlflow_run_id)
     if isinstance(target, type) and issubclass(target, WandbLogger):
         require_extra("wandb", "wandb", needed_by=f"logger.{key}")
-        return {"name": name} if node.get("name") is None else {}
+        return {**({"name": name} if node.get("name") is None else {}), **wandb_provenance(provenance)}
     return {}
+
+
+def wandb_provenance(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The commit in W&B's own git fields, where W&B shows a run's code version (the whole provenance goes
+    to its config, `WandbRun`)."""
+    commit = (provenance.get("code") or {}).get("commit")
+    if commit in (None, UNKNOWN):
+        return {}
+    import wandb
+
+    return {"settings": wandb.Settings(git_commit=commit)}
 
 
 def _entries(cfg: DictConfig, group: str) -> list[tuple[str, DictConfig]]:

@@ -14,6 +14,7 @@ from mnist_logreg.core.data_contract import check_test_data
 from mnist_logreg.runs.assembly import build_datamodule, build_record, build_trainer
 from mnist_logreg.runs.config import check_parts
 from mnist_logreg.runs.console import format_results, quiet_libraries
+from mnist_logreg.tracking.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     model = load_model(cfg.get("ckpt_path"))
     datamodule = build_datamodule(cfg)
     check_test_data(datamodule, model.input_shape, model.class_names, f"ckpt_path={cfg.ckpt_path}")
-    record = build_record(cfg, identity={"ckpt_path": os.path.abspath(cfg.ckpt_path)})
-    trainer = build_trainer(cfg, record)
+    provenance = record_provenance(cfg.paths.output_dir, datamodule)
+    record = build_record(cfg, {"ckpt_path": os.path.abspath(cfg.ckpt_path), "provenance": provenance})
+    trainer = build_trainer(cfg, record, provenance=provenance)
     trainer.test(model, datamodule=datamodule, verbose=False)
     metrics = record.metrics
     if trainer.is_global_zero:

@@ -19,6 +19,7 @@ from mnist_logreg.errors import UserError, find_user_error, is_pruned, one_line
 from mnist_logreg.outputs import LOCK, Status, write_status
 from mnist_logreg.runtime import in_multirun, output_dir, run_identity
 from mnist_logreg.tracking.hparams import write_missing_rows
+from mnist_logreg.tracking.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def report_user_errors(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
             if in_multirun() and is_pruned(error):
                 log.info("%s", error)
                 record_row(cfg, Status.PRUNED, getattr(error, "metrics", {}))
-                metrics = {**getattr(error, "metrics", {}), **run_identity(cfg)}
+                metrics = {**getattr(error, "metrics", {}), **run_identity(cfg), **what_made_it()}
                 record_status(Status.PRUNED, one_line(error), metrics)
                 return None
             user_error = find_user_error(error)
@@ -108,12 +109,22 @@ def record_row(cfg: DictConfig, status: Status, metrics: dict[str, Any] | None =
         log.warning("No HParams row for this job: %s", one_line(error))
 
 
+def what_made_it() -> dict[str, Any]:
+    """The provenance of a job that did not finish, as a finished one records it, so that the sweep summary
+    compares every job's code; none where it cannot be had (the record's reason matters more)."""
+    try:
+        return {"provenance": record_provenance(output_dir())}
+    except Exception as error:
+        log.warning("No provenance for this job: %s", one_line(error))
+        return {}
+
+
 def record_failure(error: Exception) -> None:
     """Write this job's `metrics.json` with status failed and the reason in one line."""
     reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
     if not isinstance(error, UserError):
         reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
-    record_status(Status.FAILED, reason)
+    record_status(Status.FAILED, reason, what_made_it())
 
 
 def record_status(status: Status, reason: str, metrics: dict[str, Any] | None = None) -> None:

@@ -1,4 +1,5 @@
-"""A misspelt key or group on the command line, refused in one line that gives the right spelling.
+"""A command line's overrides: a misspelt key or group refused in one line that gives the right spelling,
+and a resume in a run's own directory given that run's overrides (`with_run_overrides`).
 
 Hydra refuses `optimizer.lrr=0.1` and `optimiser=adam` while it composes the config, before any task function
 runs, with advice that fits a new key only ("To append to your config use +optimizer.lrr=0.1"). The entry
@@ -98,3 +99,27 @@ def one_value(override: Override) -> str | None:
     except Exception:
         return None
     return f"{override.get_key_element()}={first}"
+
+
+def with_run_overrides(args: list[str]) -> list[str]:
+    """The command line of a resume in a run's own directory (`hydra.run.dir=<run> ckpt_path=auto`, not a
+    multirun), with that run's overrides (`<run>/.hydra/overrides.yaml`) put before those typed, which win.
+
+    So the run continues with the settings it was started with, as they were typed: `python train.py
+    hydra.run.dir=<run> ckpt_path=auto` finishes a stopped run, and `... trainer.max_epochs=20` takes a
+    finished one further. Any other command line is returned as it is.
+    """
+    if "ckpt_path=auto" not in args or any(arg in RUN_FLAGS for arg in args):
+        return args
+    run_dir = next((arg.split("=", 1)[1] for arg in args if arg.startswith("hydra.run.dir=")), None)
+    saved = Path(run_dir) / ".hydra" / "overrides.yaml" if run_dir else None
+    if saved is None or not saved.is_file():
+        return args
+    typed = {override_key(arg) for arg in args}
+    carried = [str(o) for o in OmegaConf.load(saved) if override_key(str(o)) not in typed]
+    return [*carried, *args]
+
+
+def override_key(override: str) -> str:
+    """`optimizer.lr` of `optimizer.lr=0.1`, `+trainer.limit_train_batches=5` or `~callbacks.figures`."""
+    return override.split("=", 1)[0].lstrip("+~")

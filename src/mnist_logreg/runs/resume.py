@@ -16,8 +16,10 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mnist_logreg.callbacks.checkpoint import OVERRIDES_KEY
 from mnist_logreg.core.checkpoints import EXAMPLE_LAST, CheckpointError, read_checkpoint
 from mnist_logreg.core.model import upgrade_checkpoint
 from mnist_logreg.outputs import is_finished, last_checkpoint
@@ -130,7 +132,45 @@ def resume_point(
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), cfg.paths.output_dir)
     if not ckpt_path:
         return None, None
-    return ckpt_path, check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+    checkpoint = check_resume(ckpt_path, model, datamodule, optimizer, cfg.trainer.get("max_epochs"))
+    note_other_settings(ckpt_path, checkpoint.get(OVERRIDES_KEY), cfg.paths.output_dir)
+    return ckpt_path, checkpoint
+
+
+def note_other_settings(ckpt_path: str, saved: list[str] | None, output_dir: str | Path) -> None:
+    """One line when this run's overrides differ from those of the run that wrote the checkpoint (settings
+    that cannot differ, `check_resume` has refused already): a resume that drops the run's own overrides
+    (`trainer.max_epochs`, say) would otherwise end somewhere else without a word."""
+    if saved is None or not HydraConfig.initialized():
+        return
+    hydra = HydraConfig.get()
+    ignored = {"ckpt_path", *hydra.job.config.override_dirname.exclude_keys}  # where a run goes, not what
+
+    def settings(overrides: list[str]) -> dict[str, str]:
+        pairs = (str(o).lstrip("+~").partition("=") for o in overrides)
+        return {k: v for k, _, v in pairs if k not in ignored and not k.startswith(("hydra.", "paths."))}
+
+    theirs, ours = settings(saved), settings(list(hydra.overrides.task))
+    differ = [key for key in dict.fromkeys([*theirs, *ours]) if theirs.get(key) != ours.get(key)]
+    if not differ:
+        return
+    shown = ", ".join(
+        f"{key}={ours.get(key, '(default)')} (the run had {theirs.get(key, 'the default')})"
+        for key in differ[:3]
+    )
+    more = f" and {len(differ) - 3} more" if len(differ) > 3 else ""
+    run_dir = Path(ckpt_path).resolve().parent.parent
+    if run_dir == Path(output_dir).resolve():
+        log.warning("Continuing this run with other settings than it had: %s%s", shown, more)
+    else:
+        log.warning(
+            "Resuming with other settings than the run that wrote %s: %s%s; `python train.py "
+            "hydra.run.dir=%s ckpt_path=auto` resumes it with its own, in its own directory",
+            ckpt_path,
+            shown,
+            more,
+            run_dir,
+        )
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:

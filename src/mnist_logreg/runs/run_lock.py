@@ -1,5 +1,7 @@
 """One writer per run directory: a second process started on a directory that a live one is writing (a
-requeued job whose first instance still runs, two terminals with `ckpt_path=auto`) is refused.
+requeued job whose first instance still runs, two terminals with `ckpt_path=auto`) is refused. And one run:
+a new run into a directory that holds a finished one is refused before anything is written there
+(`OneRunPerDirectory`).
 
 The lock is the kernel's (`flock` on `<run dir>/.lock`), so it ends with the process that holds it, however
 that process ends: a run killed with SIGKILL leaves the file behind, but not the lock, and its resume starts.
@@ -11,12 +13,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback as HydraCallback
+from omegaconf import DictConfig
 
 from mnist_logreg.errors import UserError
-from mnist_logreg.outputs import LOCK
+from mnist_logreg.outputs import CHECKPOINTS, LOCK, METRICS, is_finished, status
 
 
 class RunDirectoryInUse(UserError):
@@ -52,3 +59,39 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock; the file stays, so that no two processes lock different files
+
+
+class OneRunPerDirectory(HydraCallback):
+    """Refuse a run into a directory that holds a finished run (a `metrics.json` whose status is
+    completed, or debug), unless it continues that run from its own checkpoint (`ckpt_path=auto`, or a
+    checkpoint in its `checkpoints/`): one line naming both ways on, exit status 2.
+
+    A Hydra callback (conf/hydra/default.yaml) at the start of a single run, before Hydra writes the run's
+    `.hydra/` files and log: the finished record stays as it was, byte for byte.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        run_dir = Path(str(config.hydra.run.dir))
+        message = refusal(run_dir, config.get("ckpt_path"), str(config.hydra.job.name))
+        if message:
+            print(message, file=sys.stderr)
+            sys.exit(2)
+
+
+def refusal(run_dir: Path, ckpt_path: str | None, job: str) -> str | None:
+    """Why a new run cannot go into `run_dir`, in one line; None if it can."""
+    if not is_finished(run_dir):
+        return None  # none yet, or failed, interrupted or pruned: the directory is there to be run again
+    own = run_dir / CHECKPOINTS
+    if job == "train" and (
+        ckpt_path == "auto" or (ckpt_path and Path(ckpt_path).parent.resolve() == own.resolve())
+    ):
+        return None
+    if job == "train":
+        ways = (
+            f"continue it with `python train.py hydra.run.dir={run_dir} ckpt_path=auto` (and a larger "
+            "trainer.max_epochs), or train afresh in a new directory (leave out hydra.run.dir)"
+        )
+    else:
+        ways = "give this run a new directory (leave out hydra.run.dir)"
+    return f"{run_dir} holds a finished run ({status(run_dir)}, {METRICS}), kept as it is: {ways}"

@@ -18,6 +18,7 @@ from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.runs.resume import resume_point
 from mnist_logreg.runtime import in_multirun, run_identity
 from mnist_logreg.tracking.mlflow import RUN_ID_KEY
+from mnist_logreg.tracking.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         require_test_loader(datamodule, fix=", or train with test=false")
     # Checked before the trainer says anything; a resumed run goes on logging to its own MLflow run.
     ckpt_path, resumed = resume_point(cfg, model, datamodule, optimizer)
-    record = build_record(cfg, run_identity(cfg))
-    trainer = build_trainer(cfg, record, mlflow_run_id=(resumed or {}).get(RUN_ID_KEY))
+    provenance = record_provenance(cfg.paths.output_dir, datamodule)
+    record = build_record(cfg, {**run_identity(cfg), "provenance": provenance})
+    trainer = build_trainer(cfg, record, (resumed or {}).get(RUN_ID_KEY), provenance)
     refuse_relaunch_in_multirun(trainer)
     if trainer.is_global_zero and not in_multirun():  # a sweep prints it once (callbacks/config_tree.py)
         log.info("Config:\n%s", config_tree(cfg))

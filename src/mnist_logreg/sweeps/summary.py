@@ -52,8 +52,8 @@ METRICS = ("val/acc", "test/acc", "test/loss", "fit_time_s")
 HIDDEN = ("trial.", "callbacks.optuna_pruning")
 # A study's trials still under way (and a job's recorded `Status`es besides).
 RUNNING, WAITING = "running", "waiting"
-# A pruned trial is part of a search, not a failure.
-NOT_FAILED = (Status.COMPLETED, Status.PRUNED, RUNNING, WAITING)
+# A pruned trial is part of a search, not a failure; a debug preset's run is a smoke test, not a result.
+NOT_FAILED = (Status.COMPLETED, Status.PRUNED, RUNNING, WAITING, Status.DEBUG)
 STATES = {
     "COMPLETE": Status.COMPLETED,
     "PRUNED": Status.PRUNED,
@@ -154,6 +154,8 @@ class SweepSummary(Callback):
             log.info("Best %s", jobs[0].describe(self.metric))
         for edge in edges(jobs, self.metric):
             log.warning("%s", edge.sentence())
+        if code_versions(jobs):
+            log.warning("%s", code_versions(jobs))
 
         failed = [job for job in jobs if job.status not in NOT_FAILED]
         if failed and (not self.allow_failed_jobs or len(failed) == len(jobs)):
@@ -334,8 +336,12 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
         lines.append(f"{len(jobs)} trials ({states}), best first by `{metric}` ({better} is better).")
     else:
         lines.append(f"{len(jobs)} jobs, best first by `{metric}` ({better} is better); {failed} failed.")
+    if counts["debug"]:
+        lines += ["", f"{counts['debug']} debug runs (`debug=...`: smoke tests, not results) are not ranked."]
     if jobs[0].score(metric) is not None:
         lines += ["", f"Best: {jobs[0].describe(metric)}."]
+    if code_versions(jobs):
+        lines += ["", code_versions(jobs)]
     common = common_overrides(jobs)
     if common:
         lines += ["", "Every job: " + " ".join(f"`{key}={value}`" for key, value in common.items()) + "."]
@@ -366,6 +372,28 @@ def write_summary(sweep_dir: Path, jobs: list[Job], metric: str, mode: str) -> N
     if notes:
         lines += ["", "## At the edge", ""] + [f"- {note.sentence()}" for note in notes]
     write_text(sweep_dir / "summary.md", "\n".join(lines) + "\n")
+
+
+def code_versions(jobs: list[Job]) -> str:
+    """One line when the jobs were not all made by the same unmodified code (their provenance): which
+    commit, modified or not, made which jobs; "" when one clean commit made every job that recorded one."""
+    made_by: dict[str, list[str]] = {}
+    for job in sorted(jobs, key=lambda job: _natural_key(job.name)):
+        code = (job.metrics.get("provenance") or {}).get("code") or {}
+        if not code:
+            continue  # a job that did not finish records none
+        label = str(code.get("commit", "unknown"))[:12]
+        if code.get("modified"):
+            patch = str(code.get("patch_sha256", ""))[:8]  # tells apart trees modified differently
+            label += f" modified (code.patch {patch})" if patch else " modified"
+        made_by.setdefault(label, []).append(job.name)
+    if len(made_by) < 2 and not any("modified" in label for label in made_by):
+        return ""
+    kind = "trial" if jobs[0].trial else "job"
+    parts = [f"{label}: {kind}s {', '.join(names)}" for label, names in made_by.items()]
+    if len(made_by) == 1:
+        return f"Made by a modified tree, {parts[0]} (each job's code.patch holds the change)."
+    return f"Made by different code: {'; '.join(parts)}."
 
 
 def common_overrides(jobs: list[Job]) -> dict[str, str]:

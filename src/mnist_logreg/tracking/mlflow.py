@@ -111,5 +111,26 @@ class MLflowLogger(MLFlowLogger):
         super().finalize(status)
 
 
+def provenance_tags(provenance: dict[str, Any]) -> dict[str, str]:
+    """What made the run, as MLflow's standard tags (`mlflow.source.git.commit`, `mlflow.source.git.branch`,
+    `mlflow.source.name`), and `code.modified` (true: `code.patch` is among the run's artifacts)."""
+    code = provenance.get("code") or {}
+    tags = {"mlflow.source.type": "LOCAL"}
+    if provenance.get("command"):
+        tags["mlflow.source.name"] = provenance["command"].split()[1]  # `python <script> ...`
+    if code.get("commit") not in (None, "unknown"):
+        tags["mlflow.source.git.commit"] = code["commit"]
+        tags["code.modified"] = str(bool(code.get("modified"))).lower()
+    if code.get("branch"):
+        tags["mlflow.source.git.branch"] = code["branch"]
+    return tags if provenance else {}
+
+
+def provenance_files(output_dir: Path, provenance: dict[str, Any]) -> list[Path]:
+    """The provenance's files in the run directory: the patch of a modified tree, the environment."""
+    names = [(provenance.get("code") or {}).get("patch"), provenance.get("environment")]
+    return [output_dir / name for name in names if name]
+
+
 def mlflow_logger(loggers: list[Logger]) -> MLFlowLogger | None:
     return next((lg for lg in loggers if isinstance(lg, MLFlowLogger)), None)
