@@ -70,12 +70,12 @@ def run_identity(cfg: DictConfig) -> dict[str, Any]:
     debug = HydraConfig.get().runtime.choices.get("debug") if HydraConfig.initialized() else None
     if debug:
         identity = {"status": Status.DEBUG, "debug": str(debug), **identity}
-    data = cfg.get("data") or {}
-    if data.get("folds") is not None:
+    data = cfg.get("data")
+    if data and data.get("folds") is not None:
         identity.update(folds=data.folds, fold=data.fold)
-    trial = cfg.get("trial") or {}
-    if trial.get("study_name") is not None:
+    trial = cfg.get("trial")
+    if trial and trial.get("study_name") is not None:
         identity["study"] = trial.study_name
-    if trial.get("number") is not None:
+    if trial and trial.get("number") is not None:
         identity["trial"] = trial.number
     return identity

@@ -39,15 +39,16 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
 from hydra.core.plugins import Plugins
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
@@ -91,11 +92,16 @@ class OptunaSweeper(Sweeper):
     invocations and shares it between workers.
     """
 
+    # Optional in Hydra's Sweeper; `setup` sets them all, and Hydra calls it before `sweep`.
+    config: DictConfig
+    hydra_context: HydraContext
+    launcher: Launcher
+
     def __init__(
         self,
         n_trials: int = 20,
         n_jobs: int = 1,
-        direction: str = "maximize",
+        direction: Literal["minimize", "maximize"] = "maximize",
         sampler: Any = None,
         storage: str | None = None,
         study_name: str | None = None,
@@ -269,14 +275,15 @@ class OptunaSweeper(Sweeper):
                 self._tell(study, trial, returns[index * jobs_per_trial : (index + 1) * jobs_per_trial])
                 del self._running[trial.number]
 
-    def _tell(self, study: Any, trial: Any, job_returns: list[JobReturn]) -> None:
+    def _tell(self, study: Any, trial: Any, job_returns: Sequence[JobReturn]) -> None:
         """Tell Optuna how a trial ended: its value (over folds, their mean); pruned if one of its jobs was
         pruned; else failed. `skip_if_finished`: another worker may have taken it for lost meanwhile."""
         import optuna
 
-        values = [trial_value(job_return) for job_return in job_returns]
+        returned = [trial_value(job_return) for job_return in job_returns]
+        values = [value for value in returned if value is not None]
         job_dirs = trial.user_attrs.get(JOB_DIRS) or [trial.user_attrs[JOB_DIR]]
-        if all(value is not None for value in values):
+        if len(values) == len(returned):
             if self.folds:
                 trial.set_user_attr(FOLD_VALUES, values)
                 log.info(
@@ -317,7 +324,9 @@ class OptunaSweeper(Sweeper):
         overrides = [f"+trial.{key}={value}" for key, value in trial.items()]
         # The configured subdir, with the trial's number for the launcher's job number (which counts this
         # worker's jobs only: workers in one sweep dir would collide).
-        subdir = OmegaConf.to_container(self.config.hydra.sweep, resolve=False).get("subdir", JOB_NUM)
+        # A DictConfig (`hydra.sweep`) converts to a dict.
+        sweep = cast(dict[str, Any], OmegaConf.to_container(self.config.hydra.sweep, resolve=False))
+        subdir = sweep.get("subdir", JOB_NUM)
         if fold is None:
             subdir = str(subdir).replace(JOB_NUM, str(number))
         else:
@@ -469,14 +478,19 @@ def distribution(override: Override) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     value = override.value()
+    # The grammar's values: numbers and words, or lists and dicts, which Optuna takes with a warning.
+    choices: list[Any]
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(value.list))
+        choices = list(value.list)
+        return CategoricalDistribution(choices)
     if isinstance(value, RangeSweep):
-        values = list(override.sweep_iterator())
-        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)) and value.step > 0:
-            return IntDistribution(values[0], values[-1], step=value.step)
-        return CategoricalDistribution(values)
+        choices = list(override.sweep_iterator())
+        start, stop, step = value.start, value.stop, value.step
+        if isinstance(start, int) and isinstance(stop, int) and isinstance(step, int) and step > 0:
+            return IntDistribution(choices[0], choices[-1], step=step)  # a range of ints yields ints
+        return CategoricalDistribution(choices)
     if isinstance(value, IntervalSweep):  # Hydra reads interval bounds as floats: use range for integers
+        assert value.start is not None and value.end is not None  # the grammar's interval has both bounds
         return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise ValueError(f"{override.input_line}: use choice(...), range(...) or interval(...) to search")
 
@@ -490,7 +504,7 @@ def recorded_study_name(sweep_dir: Path, storage: str) -> str | None:
     """The name of the study that the sweep dir already keeps in `storage` (`study.yaml`), if any."""
     with suppress(Exception):  # none, or unreadable: a new study
         recorded = OmegaConf.load(sweep_dir / STUDY_FILE)
-        if recorded.get("storage") == storage:
+        if isinstance(recorded, DictConfig) and recorded.get("storage") == storage:
             return str(recorded.study_name)
     return None
 

@@ -21,9 +21,10 @@ def config_tree(cfg: DictConfig, resolve: bool = True) -> str:
     tree = Tree("config")
     for key, value in cfg.items_ex(resolve=resolve):
         _add_branch(tree, str(key), value, resolve)
-    console = Console(file=io.StringIO(), width=1000, color_system=None)
+    text = io.StringIO()
+    console = Console(file=text, width=1000, color_system=None)
     console.print(tree)
-    return "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    return "\n".join(line.rstrip() for line in text.getvalue().splitlines())
 
 
 def _add_branch(tree: Any, key: str, value: Any, resolve: bool) -> None:
@@ -43,5 +44,5 @@ class ConfigTreeOnce(HydraCallback):
     (the launcher shows its overrides). Unresolved: what refers to a job's directory differs per job."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: object) -> None:
-        task = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        task = OmegaConf.masked_copy(config, [str(key) for key in config if key != "hydra"])
         log.info("Config (each job adds its own overrides):\n%s", config_tree(task, resolve=False))

@@ -235,6 +235,8 @@ class ModelFigures(L.Callback):
                 return
             (loaders,) = loaders
         try:
+            if loaders is None:  # Lightning's answer before a test loop has set its loaders up
+                raise TypeError("there is no test loader")
             images, labels = all_batches(loaders)
             images = images.reshape(len(images), *shape)
         except (ValueError, TypeError, RuntimeError) as error:
@@ -242,9 +244,11 @@ class ModelFigures(L.Callback):
             return
         if images.dtype == torch.uint8:
             images = images.float().div(255.0)
+        # `seen`: what the network reads. The tested model's `transform` and `net` are modules, which
+        # nn.Module's attribute lookup (on a LightningModule, no particular model) types `Tensor | Module`.
         with torch.no_grad():
-            seen = pl_module.transform(images.to(pl_module.device)).cpu()  # what the network reads
-            probs = pl_module.net(seen.flatten(1).to(pl_module.device)).softmax(1).cpu()
+            seen = pl_module.transform(images.to(pl_module.device)).cpu()  # type: ignore[operator]
+            probs = pl_module.net(seen.flatten(1).to(pl_module.device)).softmax(1).cpu()  # type: ignore[operator]
         num_classes = probs.shape[1]
         figures = {}
         if isinstance(pl_module.net, nn.Linear):

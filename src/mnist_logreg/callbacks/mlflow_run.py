@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
 from mnist_logreg.callbacks.run_record import final_metrics
 from mnist_logreg.outputs import METRICS, Status, ended_by
@@ -112,6 +112,7 @@ class MLflowRun(Callback):
                 client.log_artifact(run_id, str(path), "provenance")
         if self.figures_dir is not None and self.figures_dir.is_dir():
             client.log_artifacts(run_id, str(self.figures_dir), "figures")
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else ""
         if best:
             client.log_artifact(run_id, best, "checkpoints")

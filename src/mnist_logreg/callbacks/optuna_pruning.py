@@ -71,8 +71,8 @@ class OptunaPruning(Callback):
         if self._trial is not None and self.fold is None:
             self._trial.report(value, step=epoch)
             prune = self._trial.should_prune()
-        elif self._trial is not None:
-            prune = self._fold_should_prune(value, epoch)
+        elif self._trial is not None and self.fold is not None:
+            prune = self._fold_should_prune(self._trial, self.fold, value, epoch)
         if not trainer.strategy.broadcast(prune):
             return
         message = (
@@ -80,15 +80,15 @@ class OptunaPruning(Callback):
         )
         raise TrialPruned(message, {self.monitor: value, "epochs": epoch + 1, "steps": trainer.global_step})
 
-    def _fold_should_prune(self, value: float, epoch: int) -> bool:
+    def _fold_should_prune(self, trial: optuna.trial.Trial, fold: int, value: float, epoch: int) -> bool:
         """Report this fold's epoch at its own step, and ask the pruner about the trial as this fold sees
         it: Optuna's `should_prune` would judge the trial's latest step, which may be another fold's."""
-        first = self.fold * FOLD_STEP
-        self._trial.report(value, step=first + epoch)
-        study = self._trial.study
-        (trial,) = [t for t in study.get_trials(deepcopy=False) if t.number == self.number]
-        this_fold = copy.copy(trial)
+        first = fold * FOLD_STEP
+        trial.report(value, step=first + epoch)
+        study = trial.study
+        (frozen,) = [t for t in study.get_trials(deepcopy=False) if t.number == self.number]
+        this_fold = copy.copy(frozen)
         this_fold.intermediate_values = {
-            step: v for step, v in trial.intermediate_values.items() if first <= step < first + FOLD_STEP
+            step: v for step, v in frozen.intermediate_values.items() if first <= step < first + FOLD_STEP
         }
         return study.pruner.prune(study, this_fold)

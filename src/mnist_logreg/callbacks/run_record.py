@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from mnist_logreg.errors import one_line
@@ -75,12 +75,12 @@ class RunRecord(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.metrics["fit_time_s"] = time.perf_counter() - self._started
-        early_stopping = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)
+        early_stopping = trainer.early_stopping_callback  # the first EarlyStopping among the callbacks
         if early_stopping is not None and early_stopping.stopped_epoch:
             self.metrics["early_stopped_epoch"] = early_stopping.stopped_epoch
         checkpoint = trainer.checkpoint_callback
         # No score with `callbacks.model_checkpoint=null`: Lightning's own checkpoint keeps the last epoch.
-        if checkpoint is not None and checkpoint.best_model_score is not None:
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_score is not None:
             self.metrics["val/acc"] = float(checkpoint.best_model_score)
         elif "val/acc" in trainer.callback_metrics:
             self.metrics["val/acc"] = float(trainer.callback_metrics["val/acc"])

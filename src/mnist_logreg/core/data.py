@@ -42,7 +42,9 @@ class EpochOrder(DistributedSampler):
     """
 
     def __init__(self, size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
-        super().__init__(range(size), num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)
+        # The sampler takes only the len() of its dataset, which a range of the indices has.
+        dataset = range(size)
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed)  # type: ignore[arg-type]
 
     def indices(self) -> torch.Tensor | None:
         """This rank's sample indices for the epoch; None means all samples in order (slices, no gather)."""
@@ -160,7 +162,8 @@ class TensorDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TensorBatches:
         # Lightning's `overfit_batches` trains on the same batches every epoch: it turns a DataLoader's
         # shuffling off, and this loader's with it.
-        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)
+        # `overfit_batches` is set by Trainer.__init__, not declared on the class.
+        overfitting = self.trainer is not None and bool(self.trainer.overfit_batches)  # type: ignore[attr-defined]
         return self._batches("train", self.batch_size, shuffle=not overfitting)
 
     def val_dataloader(self) -> TensorBatches:
@@ -312,6 +315,7 @@ class MNISTDataModule(TensorDataModule):
         if stage in (None, "fit", "validate") and "train" not in self.splits:
             train = MNIST(str(self.data_dir), train=True)
             if self.folds is not None:
+                assert self.fold is not None  # `_check_folds` refused folds without the fold that validates
                 train_idx, val_idx = fold_split(train.targets, self.folds, self.fold, self.split_seed)
             else:
                 if self.val_size >= len(train.targets):

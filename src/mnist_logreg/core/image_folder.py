@@ -24,7 +24,13 @@ from mnist_logreg.errors import UserError, one_line
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-STAGE_SPLITS = {"fit": {"train", "val"}, "validate": {"val"}, "test": {"test"}, "predict": {"test"}}
+# The splits each `setup` stage reads; a stage not here, or None, reads them all.
+STAGE_SPLITS: dict[str | None, set[str]] = {
+    "fit": {"train", "val"},
+    "validate": {"val"},
+    "test": {"test"},
+    "predict": {"test"},
+}
 Samples = list[tuple[str, int]]  # (image path, label), as torchvision's `make_dataset` lists them
 
 
@@ -88,8 +94,11 @@ class ImageFolderDataModule(TensorDataModule):
             if split in needed:
                 images, labels = self._decode(samples[split])
                 self.splits[split] = (images if split == "test" else self._transformed(images)), labels
-                self.input_shape = tuple(images.shape[1:])
+                _, channels, height, width = images.shape  # N x C x H x W, as decoded
+                self.input_shape = (channels, height, width)
         counts = ", ".join(f"{split} {len(self.splits[split][1])}" for split in SPLITS if split in needed)
+        # `list_splits` named the classes, and each split decoded set the shape.
+        assert self.class_names is not None and self.input_shape is not None
         log.info(
             "%s: %s images of %d classes, %s",
             self.root,

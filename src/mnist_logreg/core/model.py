@@ -13,7 +13,7 @@ import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -80,6 +80,11 @@ class LogisticRegression(L.LightningModule):
     out of the saved hyperparameters: checkpoints hold plain values only and load with `weights_only=True`.
     """
 
+    # What `__init__` sets, as their types: nn.Module's attribute lookup would type them `Tensor | Module`.
+    transform: nn.Module
+    net: nn.Module
+    train_correct: torch.Tensor  # a buffer
+
     def __init__(
         self,
         net: Mapping[str, Any] | None = None,
@@ -112,7 +117,8 @@ class LogisticRegression(L.LightningModule):
         self.net = build_net(net)
         self.loss = nn.CrossEntropyLoss()
         # Lightning's model summary runs this through the model for the shapes and FLOPs it shows.
-        self.example_input_array = torch.zeros(1, *input_shape)
+        example = torch.zeros(1, *input_shape)
+        self.example_input_array = example
         # The training epoch's correct predictions, counted on the model's device: adding to a tensor needs
         # no device sync, and the count is logged once per epoch (a metric object's `update` per step would
         # cost more than this model's whole step; docs/performance.md).
@@ -122,7 +128,7 @@ class LogisticRegression(L.LightningModule):
         # validation splits as it read them (`runs/assembly.build_data_and_model`): those batches go to the
         # network as they are, one deskew per image rather than one per image and epoch.
         self.fit_batches_transformed = False
-        num_classes = self._check_net(num_classes)
+        num_classes = self._check_net(example, num_classes)
         class_names = [str(c) for c in class_names] if class_names else [str(c) for c in range(num_classes)]
         if len(class_names) != num_classes:
             raise ValueError(
@@ -135,13 +141,13 @@ class LogisticRegression(L.LightningModule):
         self.test_acc = self.val_acc.clone()
         self.test_class_acc = MulticlassAccuracy(num_classes, average=None, validate_args=False)
 
-    def _check_net(self, num_classes: int | None) -> int:
-        """The network's number of outputs; a network that cannot read the input or answers another number
-        of classes than the data has is refused in one line."""
-        shape = " x ".join(map(str, self.example_input_array.shape[1:]))
+    def _check_net(self, example: torch.Tensor, num_classes: int | None) -> int:
+        """The network's number of outputs for `example` (a batch of one image); a network that cannot read
+        the input or answers another number of classes than the data has is refused in one line."""
+        shape = " x ".join(map(str, example.shape[1:]))
         try:
             with torch.no_grad():
-                outputs = self.net(self.example_input_array.flatten(1)).shape[1]
+                outputs = self.net(example.flatten(1)).shape[1]
         except RuntimeError as error:
             raise ValueError(
                 f"model.net cannot read {shape} images ({str(error).splitlines()[0]}): size its first layer "
@@ -157,12 +163,12 @@ class LogisticRegression(L.LightningModule):
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """`C x H x W`: the shape of one image the model reads."""
-        return tuple(self.hparams.input_shape)
+        return tuple(self.hparams["input_shape"])
 
     @property
     def class_names(self) -> list[str]:
         """Each class's name, by index."""
-        return list(self.hparams.class_names)
+        return list(self.hparams["class_names"])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for images as read, `N x C x H x W` (`N x H x W` for one channel, or `N x C*H*W`): uint8
@@ -206,9 +212,9 @@ class LogisticRegression(L.LightningModule):
         progress bar either: that turns each value into a Python number, on a GPU a wait for the device.
         """
         trainer = self.trainer
-        every = trainer.log_every_n_steps
+        every = trainer.log_every_n_steps  # type: ignore[attr-defined]  # set by Lightning's logger connector
         step_logs = every > 0 and (trainer.should_stop or (trainer.global_step + 1) % every == 0)
-        return bool(trainer.fast_dev_run) or step_logs
+        return bool(trainer.fast_dev_run) or step_logs  # type: ignore[attr-defined]  # set by Trainer.__init__
 
     def on_train_epoch_start(self) -> None:
         self.train_correct.zero_()
@@ -223,12 +229,13 @@ class LogisticRegression(L.LightningModule):
         # A run resumed mid-epoch (Lightning then skips `on_train_epoch_start`) goes on with the epoch's
         # count, each DDP rank with its own: every rank saves, and rank 0 writes them all.
         count = torch.stack([self.train_correct, torch.tensor(self.train_seen, device=self.device)])
-        checkpoint[TRAIN_COUNT_KEY] = self.all_gather(count).cpu().reshape(-1, 2).tolist()
+        gathered = cast(torch.Tensor, self.all_gather(count))  # a tensor gathers into a tensor
+        checkpoint[TRAIN_COUNT_KEY] = gathered.cpu().reshape(-1, 2).tolist()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         upgrade_checkpoint(checkpoint)
-        if checkpoint["hyper_parameters"].get("deskew") and not self.hparams.deskew:  # an upgraded one
-            self.hparams.deskew = True
+        if checkpoint["hyper_parameters"].get("deskew") and not self.hparams["deskew"]:  # an upgraded one
+            self.hparams["deskew"] = True
             self.transform = Deskew()
         try:
             world_size = self.trainer.world_size

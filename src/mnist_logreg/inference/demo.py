@@ -16,7 +16,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -91,8 +91,9 @@ def read(model: LogisticRegression, image: Image.Image) -> Reading:
     with torch.no_grad():
         logits = model(pixels.unsqueeze(0))[0]
         seen = model.transform(pixels.unsqueeze(0))[0]
-        evidence = seen * model.net.weight.reshape(-1, SIZE, SIZE)
-    return Reading(seen[0], evidence, model.net.bias.detach().clone(), logits, logits.softmax(0))
+        net = linear_net(model)
+        evidence = seen * net.weight.reshape(-1, SIZE, SIZE)
+    return Reading(seen[0], evidence, net.bias.detach().clone(), logits, logits.softmax(0))
 
 
 def linear_model(model: LogisticRegression, ckpt_path: Path) -> LogisticRegression:
@@ -109,6 +110,11 @@ def linear_model(model: LogisticRegression, ckpt_path: Path) -> LogisticRegressi
             "weights; pass ckpt_path= a checkpoint trained with model/net=linear"
         )
     return model
+
+
+def linear_net(model: LogisticRegression) -> torch.nn.Linear:
+    """The model's network, one `nn.Linear`: `linear_model` refuses any other before the demo starts."""
+    return cast(torch.nn.Linear, model.net)
 
 
 def zoom(image: np.ndarray) -> np.ndarray:
@@ -171,7 +177,8 @@ def model_summary(ckpt_path: Path) -> str:
 def build_app(model: LogisticRegression, ckpt_path: Path) -> gr.Blocks:
     """The page: a canvas (or a photo) in, what the model sees and why it answers out."""
     gr = require_gradio()
-    limit = float(model.net.weight.detach().abs().max()) or 1.0
+    net = linear_net(model)
+    limit = float(net.weight.detach().abs().max()) or 1.0
 
     def answer(canvas: dict[str, Any] | None, other: str) -> tuple[Any, ...]:
         image = canvas["composite"] if canvas else None
@@ -229,7 +236,7 @@ def build_app(model: LogisticRegression, ckpt_path: Path) -> gr.Blocks:
             why_not = gr.Image(label="Why not another", format="png", height=300, elem_id="why-not")
             with gr.Column():
                 other = gr.Radio(
-                    [RUNNER_UP, *(str(digit) for digit in range(model.net.out_features))],
+                    [RUNNER_UP, *(str(digit) for digit in range(net.out_features))],
                     value=RUNNER_UP,
                     label="Why not… (the second map)",
                     elem_id="other",

@@ -95,13 +95,13 @@ def predict_files(model: LogisticRegression, files: list[Path]) -> list[Predicti
             rows.append(Prediction(str(path), pixels=prepare(load_image(path))))
         except ImageError as error:
             rows.append(Prediction(str(path), error=str(error)))
-    readable = [row for row in rows if row.pixels is not None]
+    readable = [(row, row.pixels) for row in rows if row.pixels is not None]
     if readable:
         with torch.no_grad():
-            probs = model(torch.stack([row.pixels for row in readable])).softmax(1)
+            probs = model(torch.stack([pixels for _, pixels in readable])).softmax(1)
         confidence, labels = probs.max(1)
         names = model.class_names
-        for row, label, p in zip(readable, labels.tolist(), confidence.tolist(), strict=True):
+        for (row, _), label, p in zip(readable, labels.tolist(), confidence.tolist(), strict=True):
             row.prediction, row.class_name, row.probability = label, names[label], p
     return rows
 

@@ -61,7 +61,7 @@ def misspelling(config_dir: Path, config_name: str, overrides: list[str]) -> str
         if wrong is None or wrong.is_delete():
             return None
         if missing in MOVED:
-            value = wrong.input_line.split("=", 1)[-1]
+            value = typed(wrong).split("=", 1)[-1]
             return f"{missing} is not a key of the config any more: use {MOVED[missing]}={value}"
         others = [line for input_line, line in single.items() if line and input_line != wrong.input_line]
         try:
@@ -85,9 +85,17 @@ def suggestion(config: DictConfig, missing: str, wrong: Override) -> str | None:
         return None
     right = f"{parent}.{close[0]}" if parent else close[0]
     key = right + wrong.key_or_group[len(missing) :]
-    value = wrong.input_line.split("=", 1)[1] if "=" in wrong.input_line else ""
+    line = typed(wrong)
+    value = line.split("=", 1)[1] if "=" in line else ""
     kind = "a key of the config" if parent else "a key or group of the config"
     return f"{missing} is not {kind}: did you mean {key}={value}?"
+
+
+def typed(override: Override) -> str:
+    """The override as it was typed: the parser keeps each one's line (only an Override built by hand lacks
+    it)."""
+    assert override.input_line is not None
+    return override.input_line
 
 
 def one_value(override: Override) -> str | None:

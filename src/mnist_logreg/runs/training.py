@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
 from mnist_logreg.callbacks.config_tree import config_tree
@@ -54,4 +55,4 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 def best_checkpoint(trainer: L.Trainer) -> str | None:
     """The checkpoint with the best `val/acc`; None (the last weights) without a model checkpoint."""
     checkpoint = trainer.checkpoint_callback
-    return (checkpoint.best_model_path if checkpoint is not None else "") or None
+    return (checkpoint.best_model_path if isinstance(checkpoint, ModelCheckpoint) else "") or None

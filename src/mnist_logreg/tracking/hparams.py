@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -54,8 +54,9 @@ def flatten_config(cfg: DictConfig) -> dict[str, HParamValue]:
 
     Nulls are left out and lists written as text: HParams holds numbers, strings and booleans only.
     """
-    raw = _flatten(OmegaConf.to_container(cfg, resolve=False))
-    resolved = _flatten(OmegaConf.to_container(cfg, resolve=True))
+    # A DictConfig converts to a dict; a composed config's keys are strings.
+    raw = _flatten(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=False)))
+    resolved = _flatten(cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True)))
     flat: dict[str, HParamValue] = {}
     for key, value in resolved.items():
         where = key.startswith("paths/") or (

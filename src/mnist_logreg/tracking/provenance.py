@@ -59,7 +59,7 @@ def record_provenance(output_dir: str | Path, datamodule: object = None) -> dict
     versions = installed()
     # torch's own version names its build (`2.14.1+cu130`: for CUDA 13.0), which its wheel's name may not.
     versions["torch"] = torch.__version__
-    if rank_zero_only.rank == 0:
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]  # Lightning sets the rank on the function
         if patch:
             write_text(output_dir / PATCH_FILE, patch)
         write_text(output_dir / ENVIRONMENT_FILE, environment(versions))
@@ -100,7 +100,7 @@ def code_version(where: Path) -> tuple[dict[str, Any], str]:
                 next(entries, None)  # a rename's original path follows as an entry of its own
     if commit == "(initial)":  # a repository without a commit: nothing to apply a patch to
         return {"commit": UNKNOWN}, ""
-    code = {"commit": commit, "branch": branch, "modified": changed or bool(untracked)}
+    code: dict[str, Any] = {"commit": commit, "branch": branch, "modified": changed or bool(untracked)}
     if not code["modified"]:
         return code, ""
     diff = _git(where, "diff", "HEAD", "--binary") if changed else ""
@@ -264,9 +264,10 @@ def provenance_differences(before: dict[str, Any], after: dict[str, Any]) -> lis
 
 
 def _at(tree: dict[str, Any], *keys: str) -> Any:
+    node: Any = tree
     for key in keys:
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
+        node = node.get(key) if isinstance(node, dict) else None
+    return node
 
 
 def _shown(value: Any) -> str:
