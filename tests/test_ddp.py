@@ -22,6 +22,7 @@ from mnist_logreg.core.model import LogisticRegression
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.distributed import refuse_relaunch_in_multirun
 from mnist_logreg.runs.training import train
+from mnist_logreg.tracking.hparams import ROW_SUFFIX
 
 LIMITS = ("+trainer.limit_train_batches=50", "trainer.max_epochs=1", "optimizer.lr=0.5")
 # A weighted sum of the pixels stands for an image: equal images give equal sums, different ones differ.
@@ -103,7 +104,8 @@ def test_two_processes_shard_the_data_reduce_metrics_and_write_once(compose_trai
     # Rank 0 alone wrote the run's outputs, all in one directory.
     assert [p.relative_to(out) for p in out.rglob("metrics.json")] == [Path("metrics.json")]
     assert [p.relative_to(out) for p in out.rglob("config.yaml")] == [Path(".hydra/config.yaml")]
-    event_files = list((out / "tensorboard").glob("events.out.tfevents.*"))
+    # The curves' event files (the HParams row has one of its own, `*.hparams`), named by the writer's pid.
+    event_files = [f for f in (out / "tensorboard").glob("events.out.tfevents.*") if f.suffix != ROW_SUFFIX]
     assert event_files and {f.name.split(".")[-2] for f in event_files} == {str(ranks[0]["pid"])}
 
     # Each rank was fed its own shard: the first 50 batches of its share of epoch 0's permutation.
