@@ -1,11 +1,11 @@
-"""Stratified validation splits on a label tensor: k folds, fold i as validation, a stratified holdout."""
+"""Stratified validation splits on a label tensor: k folds, and fold i as validation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mnist_logreg.core.splits import fold_split, stratified_folds, stratified_holdout
+from mnist_logreg.core.splits import fold_split, stratified_folds
 from mnist_logreg.errors import UserError
 
 
@@ -54,19 +54,10 @@ def test_uneven_folds_differ_by_one_at_most() -> None:
     assert sizes == [3, 4, 4]
 
 
-def test_a_stratified_holdout_has_its_size_and_the_label_proportions(labels: torch.Tensor) -> None:
-    train, val = stratified_holdout(labels, 5000, seed=0)
-    assert len(val) == 5000 and len(train) == 55_000
-    assert len(set(train.tolist()) | set(val.tolist())) == len(labels)
-    assert (proportions(labels[val]) - proportions(labels)).abs().max() < 0.01
-    assert torch.equal(val, stratified_holdout(labels, 5000, seed=0)[1])
-
-
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda y: stratified_folds(y, 1, 0), r"^data\.folds=1 is invalid: it must be from 2 to the 4"),
-        (lambda y: stratified_holdout(y, 4, 0), r"^data\.val_size=4 is invalid: it must be from 1 to 3\.$"),
     ],
 )
 def test_impossible_splits_are_refused_in_one_line(call, message: str) -> None:

@@ -4,8 +4,7 @@ Any data module can use them: they take the labels of its training images and re
 
 - `stratified_folds`: K disjoint folds that together hold every sample, each with the labels in the whole
   set's proportions (every class's count in a fold is within one of its count / K);
-- `fold_split`: fold `i` of those as the validation split, the other K - 1 folds as the training split;
-- `stratified_holdout`: a validation split of a given size with the labels in the set's proportions.
+- `fold_split`: fold `i` of those as the validation split, the other K - 1 folds as the training split.
 
 The same labels, seed and K give the same folds on any machine: the draws come from a torch generator on the
 CPU, seeded by `seed` alone, so the split does not move when the training seed does.
@@ -41,27 +40,6 @@ def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[
     val = parts[fold]
     train = torch.cat([part for i, part in enumerate(parts) if i != fold]).sort().values
     return train, val
-
-
-def stratified_holdout(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`(train indices, validation indices)` with `size` validation samples, stratified by label.
-
-    Each sample gets a place in [0, 1) along its class (its rank in a seeded random order of the class,
-    shifted by a random offset per class, over the class size); the `size` samples with the lowest places
-    validate. So every class gives `size` times its share of the set, within one sample, and the split is
-    exactly `size` long.
-    """
-    if not 0 < size < len(labels):
-        raise UserError(f"data.val_size={size} is invalid: it must be from 1 to {len(labels) - 1}.")
-    generator = torch.Generator().manual_seed(seed)
-    place = torch.empty(len(labels), dtype=torch.float64)
-    for label in torch.unique(labels):
-        members = torch.nonzero(labels == label).flatten()
-        order = members[torch.randperm(len(members), generator=generator)]
-        offset = torch.rand(1, generator=generator, dtype=torch.float64)
-        place[order] = (torch.arange(len(members), dtype=torch.float64) + offset) / len(members)
-    ranked = torch.argsort(place, stable=True)
-    return ranked[size:].sort().values, ranked[:size].sort().values
 
 
 def _class_by_class(labels: torch.Tensor, seed: int) -> torch.Tensor:
