@@ -18,6 +18,7 @@ GROUPS = ["data", "model", "optimizer", "trainer", "logger", "callbacks", "debug
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((CONF_DIR / g).glob("*.yaml"))]
 
 
+@pytest.mark.slow  # builds every option's callbacks, loggers (an MLflow store) and trainer: seconds
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes(compose_train, group: str, option: str) -> None:
     cfg = compose_train(f"{group}={option}")

@@ -65,6 +65,7 @@ def test_the_pages_show_commands() -> None:
     assert {"train.py", "eval.py", "predict.py", "export.py"} <= {c.split()[1] for _, c in COMMANDS}
 
 
+@pytest.mark.slow  # about 70 commands, each composed whole by Hydra: seconds, not the fast tier's moments
 @pytest.mark.parametrize(("page", "command"), COMMANDS, ids=[f"{p}: {c}" for p, c in COMMANDS])
 def test_a_shown_command_composes(page: str, command: str) -> None:
     words = shlex.split(command.replace("$RUN", RUN))
