@@ -53,8 +53,19 @@ def fast_tier_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` run where torch finds a CUDA GPU; elsewhere they are skipped, with the reason."""
+    """Tests marked `gpu` run where torch finds a CUDA GPU; elsewhere they are skipped, with the reason.
+
+    A test that needs the session's trained MNIST run (`trained_run`, set up before the fast tier's guard
+    can see it) and is not marked `slow` stops the collection, naming it."""
     import torch
+
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "trained_run" in getattr(item, "fixturenames", ()) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"these train MNIST (trained_run) and are not marked slow: {unmarked}")
 
     if torch.cuda.is_available():
         return

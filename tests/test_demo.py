@@ -195,6 +195,7 @@ def test_with_no_run_it_says_to_train_first(tmp_path: Path) -> None:
         serve(compose_config([f"paths.root_dir={tmp_path}"], tmp_path / "out", "demo"))
 
 
+@pytest.mark.slow
 def test_a_deskewing_checkpoint_is_read_after_its_transform(trained_run: Path) -> None:
     from mnist_logreg.core.deskew import Deskew
     from mnist_logreg.inference.demo import read

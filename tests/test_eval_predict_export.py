@@ -33,6 +33,7 @@ def best(trained_run: Path) -> Path:
 # Checkpoint loading (shared by the three entry points).
 
 
+@pytest.mark.slow
 def test_bad_checkpoints_are_named_with_the_fix(tmp_path: Path, best: Path) -> None:
     with pytest.raises(CheckpointError, match=r"missing\.ckpt does not exist: give .*/best\.ckpt"):
         load_model(tmp_path / "missing.ckpt")
@@ -173,6 +174,7 @@ def test_predict_with_nothing_readable_exits_with_status_2(best: Path, image_dir
     assert "notes.txt" in (out / "predictions.csv").read_text()  # the reason is recorded per file
 
 
+@pytest.mark.slow
 def test_predict_names_a_missing_images_path(best: Path, compose_train) -> None:
     with pytest.raises(UserError, match="no such file, folder, or matching files"):
         predict(compose_train(f"ckpt_path={best}", "images=no/such/*.png", config_name="predict"))
@@ -237,6 +239,7 @@ def test_export_of_a_model_with_nan_weights_fails(best: Path, compose_train, tmp
     assert list(Path(cfg.paths.output_dir).iterdir()) == []
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_unknown_trainer_option_in_one_line(best: Path, compose_train) -> None:
     cfg = compose_train(f"ckpt_path={best}", "+trainer.max_epoch=3", config_name="eval")
     with pytest.raises(UserError, match=r"^trainer\.max_epoch=3 is not an option of .*did you mean"):

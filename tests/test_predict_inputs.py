@@ -19,6 +19,7 @@ from mnist_logreg.inference.predict import predict, predict_files, write_inputs
 from mnist_logreg.inference.preprocess import load_image, to_mnist
 
 
+@pytest.mark.slow
 def test_each_labelled_image_has_its_model_input_beside_the_csv(
     trained_run: Path, tmp_path: Path, compose_train
 ) -> None:
