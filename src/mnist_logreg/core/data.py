@@ -215,15 +215,24 @@ class MNISTDataModule(TensorDataModule):
         self.input_shape = (1, 28, 28)
         self.folds = folds
         self.fold = fold
+        self._verified = False  # the files checked by `prepare_data` in this process
 
     @property
     def raw_dir(self) -> Path:
         return self.data_dir / "MNIST" / "raw"
 
     def prepare_data(self) -> None:
-        """Check the four `.gz` files against torchvision's MD5 sums; have torchvision extract them once."""
+        """Check the four `.gz` files against torchvision's MD5 sums; have torchvision extract them once.
+
+        Once per data module: the run asks first, to size the model for the data
+        (`core/data_contract.describe_data`), and Lightning asks again when the fit starts; the second check
+        would hash the 12 MB again (about 20 ms).
+        """
+        if self._verified:
+            return
         # Verified and extracted already: nothing to write, so a read-only data directory works too.
         if not self._check_archives() and self._extractions_match_stamp(warn=False):
+            self._verified = True
             return
         try:
             self.raw_dir.mkdir(parents=True, exist_ok=True)
@@ -251,6 +260,7 @@ class MNISTDataModule(TensorDataModule):
                     f"holding MNIST/raw, or {RESTORE_HINT}."
                 ) from None
             self._write_stamp()
+            self._verified = True
         finally:
             lock.release()
 
