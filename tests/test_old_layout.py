@@ -1,7 +1,7 @@
 """A run written before the package was grouped into subpackages (`tests/fixtures/run_v0_1`: 2 epochs of 30
 batches, deskewed, on the real MNIST) still loads, predicts as its record says, and resumes to the same
 weights as a run never stopped. Checkpoints name no module of this project (the network is a `torch.nn`
-spec, the callbacks' states are keyed by class name), and these tests keep it so."""
+spec, the callbacks' states are keyed by class name): the resume test checks the old one and a new one."""
 
 from __future__ import annotations
 
@@ -31,11 +31,15 @@ SETTINGS = [
 ]
 
 
-def test_an_old_checkpoint_names_no_module_of_this_project() -> None:
-    checkpoint = torch.load(OLD_RUN / "checkpoints" / "last.ckpt", weights_only=True)
-    assert "mnist_logreg" not in json.dumps(checkpoint["hyper_parameters"])
-    assert all("mnist_logreg" not in key for key in checkpoint["callbacks"])
+def test_an_old_checkpoint_loads_as_the_classifier_with_its_transform() -> None:
     assert load_model(OLD_RUN / "checkpoints" / "best.ckpt").hparams.deskew is True
+
+
+def names_no_module_of_this_project(checkpoint: dict) -> bool:
+    """A checkpoint that names none of this project's modules loads whatever the package's layout."""
+    return "mnist_logreg" not in json.dumps(checkpoint["hyper_parameters"]) and all(
+        "mnist_logreg" not in key for key in checkpoint["callbacks"]
+    )
 
 
 @pytest.mark.slow
@@ -62,5 +66,8 @@ def test_an_old_checkpoint_resumes_to_the_weights_of_a_run_never_stopped(
     unbroken = torch.load(tmp_path / "unbroken" / "checkpoints" / "last.ckpt", weights_only=True)
     resumed = torch.load(tmp_path / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == unbroken["global_step"] == 90
+    # Neither the old checkpoint nor one this layout writes names a module of the project.
+    old_checkpoint = torch.load(old / "last.ckpt", weights_only=True)
+    assert names_no_module_of_this_project(old_checkpoint) and names_no_module_of_this_project(resumed)
     for name, weights in unbroken["state_dict"].items():
         assert torch.equal(resumed["state_dict"][name], weights), name
