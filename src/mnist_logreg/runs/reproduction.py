@@ -3,7 +3,6 @@ number its `metrics.json` recorded with the new run's."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shlex
@@ -15,6 +14,7 @@ from typing import Any, TypeGuard
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.errors import UserError
+from mnist_logreg.outputs import HYDRA, METRICS, is_finished, read_record
 from mnist_logreg.tracking.provenance import provenance_differences
 
 log = logging.getLogger(__name__)
@@ -33,15 +33,15 @@ def reproduce(cfg: DictConfig, scripts_dir: Path) -> bool:
     that differs by more than `cfg.tolerance`, and what differs in the provenance. True when every recorded
     metric matches."""
     run_dir = Path(cfg.run)
-    recorded = read_record(run_dir)
+    recorded = finished_record(run_dir)
     if cfg.get("again"):
         output_dir = Path(cfg.again)
-        read_record(output_dir)
+        finished_record(output_dir)
     else:
         output_dir = Path(cfg.paths.output_dir)
         if not run_again(run_dir, output_dir, scripts_dir):
             return False
-    rerun = json.loads((output_dir / "metrics.json").read_text())
+    rerun = finished_record(output_dir)
     differ = differences(recorded, rerun, float(cfg.tolerance))
     changed = provenance_differences(recorded.get("provenance") or {}, rerun.get("provenance") or {})
     if not recorded.get("provenance"):
@@ -78,25 +78,22 @@ def run_again(run_dir: Path, output_dir: Path, scripts_dir: Path) -> bool:
     cwd = launch_dir if launch_dir.is_dir() else Path.cwd()
     log.info("Running %s again: %s", run_dir, shlex.join(["python", *command[1:]]))
     result = subprocess.run(command, cwd=cwd)
-    if result.returncode != 0 or not (output_dir / "metrics.json").is_file():
+    if result.returncode != 0 or not is_finished(output_dir):
         log.error("The run again failed (exit status %d): see %s", result.returncode, output_dir)
         return False
     return True
 
 
-def read_record(run_dir: Path) -> dict[str, Any]:
+def finished_record(run_dir: Path) -> dict[str, Any]:
     """A finished run's `metrics.json`; refused in one line if `run_dir` holds none, or no overrides."""
-    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
+    if not (run_dir / HYDRA / "overrides.yaml").is_file():
         raise UserError(
             f"{run_dir} is no run directory (no .hydra/overrides.yaml): give run=<a run's directory>"
         )
-    try:
-        record = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        raise UserError(
-            f"{run_dir} holds no finished run (no readable metrics.json): nothing to compare"
-        ) from None
-    if record.get("status") not in ("completed", "debug"):
+    record = read_record(run_dir)
+    if not record:
+        raise UserError(f"{run_dir} holds no finished run (no readable {METRICS}): nothing to compare")
+    if not is_finished(run_dir):
         raise UserError(f"{run_dir} did not finish (status {record.get('status')}): nothing to compare")
     return record
 

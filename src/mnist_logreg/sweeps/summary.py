@@ -249,7 +249,7 @@ def over_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
     for fold, record in enumerate(records):
         if not record:  # running, or killed: the trial's state says which
             return {}
-        if record.get("status") != "completed":
+        if record.get("status") != Status.COMPLETED:
             error = record.get("error")
             return {**record, "error": f"fold {fold}: {error}"} if error else record
     identity = ("seed", "folds", "fold", "trial")
@@ -259,7 +259,7 @@ def over_folds(records: list[dict[str, Any]]) -> dict[str, Any]:
         if key not in identity and all(_is_number(record.get(key)) for record in records)
     ]
     averaged = {key: statistics.fmean(record[key] for record in records) for key in numbers}
-    return {"status": "completed", **averaged, "folds": len(records)}
+    return {"status": Status.COMPLETED, **averaged, "folds": len(records)}
 
 
 def _is_number(value: Any) -> bool:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_logreg.outputs import Status
 from mnist_logreg.runtime import in_multirun
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ def session_summaries(
         for name, tag in metric_tags.items()
     ]
     # TensorBoard's own statuses, which its status filter offers: a pruned or interrupted run is neither.
-    ended = {"completed": api_pb2.STATUS_SUCCESS, "failed": api_pb2.STATUS_FAILURE}
+    ended: dict[str, Any] = {Status.COMPLETED: api_pb2.STATUS_SUCCESS, Status.FAILED: api_pb2.STATUS_FAILURE}
     experiment = plugin_data_pb2.HParamsPluginData(
         experiment=api_pb2.Experiment(hparam_infos=columns, metric_infos=metrics)
     )
