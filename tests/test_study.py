@@ -186,9 +186,12 @@ def test_a_worker_killed_in_a_trial_loses_only_that_trial(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
+    # The study in the sweep dir, not a named storage: its sampler keeps the config's seed, so the same six
+    # trials (among them some pruned, some completed) are drawn on every machine.
     sweep = tmp_path / "sweep"
+    storage = str(sweep / "study.journal")
     (worker,) = start_workers(
-        str(tmp_path / "search.journal"),
+        "null",
         "pruned",
         [sweep],
         "hydra.sweeper.n_trials=6",
@@ -196,7 +199,7 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
         "trainer.max_epochs=3",
     )
     wait_in_turn([worker])  # status 0: pruned trials are no failures
-    trials = load(str(tmp_path / "search.journal"), "pruned").trials
+    trials = load(storage, "pruned").trials
     pruned = [t for t in trials if t.state.name == "PRUNED"]
     assert pruned and "COMPLETE" in {t.state.name for t in trials} and len(trials) == 6
     for trial in pruned:
@@ -217,7 +220,7 @@ def test_pruned_trials_stop_early_and_are_not_failures(tmp_path: Path) -> None:
         values, session, _, scores = hparams_row(job / "tensorboard")
         assert values["status"] == {"PRUNED": "pruned", "COMPLETE": "completed"}[trial.state.name]
         assert session.group_name == job.name and scores["hparams/val_acc"] == pytest.approx(trial.value)
-    assert load(str(tmp_path / "search.journal"), "pruned").metric_names == ["val/acc"]
+    assert load(storage, "pruned").metric_names == ["val/acc"]
 
 
 @pytest.mark.slow
