@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from helpers import compose_config
 from mnist_logreg.errors import UserError
 from mnist_logreg.runs.training import build_trainer, train
-from mnist_logreg.tracking.hparams import flatten_config, group_choices
+from mnist_logreg.runtime import group_choices
+from mnist_logreg.tracking.hparams import flatten_config
 from mnist_logreg.tracking.mlflow import RUN_ID_KEY
 
 TINY = ("data.val_size=100", "data.batch_size=50", "trainer.accelerator=cpu", "callbacks.progress_bar=null")

@@ -1,6 +1,7 @@
 """Where this process runs: a Hydra job on its own or one job of a sweep, perhaps started by submitit; the run
-directory it writes; the command that started it; the trial of a search it serves. Read from Hydra's and
-submitit's public state, so that every layer can ask without importing the layer that started the run."""
+directory it writes; the command that started it; the option picked in each config group; the trial of a
+search it serves. Read from Hydra's and submitit's public state, so that every layer can ask without importing
+the layer that started the run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_logreg.outputs import Status
+
+# The config groups that each build one part of a run, a `_target_` node or null: the options a config check
+# reads (runs/config.py), and the settings runs are compared by (tracking/hparams.py). `callbacks` and
+# `logger` build several parts each, and `experiment` picks among these groups.
+PARTS = ("data", "model", "optimizer", "scheduler", "trainer")
 
 
 def in_multirun() -> bool:
@@ -40,6 +46,15 @@ def in_submitit_job() -> bool:
     except RuntimeError:  # "Could not figure out which environment the job is running in"
         return False
     return True
+
+
+def group_choices() -> dict[str, str]:
+    """`{"optimizer": "adam", "scheduler": "none", ...}`: the option Hydra picked for `experiment` and each
+    of the `PARTS`, as far as they were picked from a group."""
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {group: str(choices[group]) for group in ("experiment", *PARTS) if choices.get(group) is not None}
 
 
 def command_line(script: str, *added: str, drop: tuple[str, ...] = ()) -> str:

@@ -33,8 +33,8 @@ from mnist_logreg.errors import UserError, require_extra
 from mnist_logreg.naming import run_name, sweep_name
 from mnist_logreg.outputs import HYDRA
 from mnist_logreg.runs.config import build
-from mnist_logreg.runtime import in_multirun
-from mnist_logreg.tracking.hparams import flatten_config, group_choices, hyperparameters
+from mnist_logreg.runtime import group_choices, in_multirun
+from mnist_logreg.tracking.hparams import flatten_config, hyperparameters
 from mnist_logreg.tracking.mlflow import logger_options, mlflow_logger, provenance_files, provenance_tags
 from mnist_logreg.tracking.provenance import UNKNOWN
 

@@ -23,14 +23,7 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_logreg.errors import UserError, one_line
-
-BUILT_NODES = (
-    "data",
-    "model",
-    "optimizer",
-    "scheduler",
-    "trainer",
-)  # plus every entry of `callbacks` and `logger`
+from mnist_logreg.runtime import PARTS
 
 
 class ConfigError(UserError):
@@ -69,7 +62,7 @@ def check_config(cfg: DictConfig) -> torch.optim.Optimizer:
 def check_parts(cfg: DictConfig) -> None:
     """The options of every part the config builds: data, model, optimizer, scheduler, trainer, callbacks,
     loggers."""
-    nodes = {key: cfg.get(key) for key in BUILT_NODES}
+    nodes = {key: cfg.get(key) for key in PARTS}
     for group in ("callbacks", "logger"):
         nodes.update({f"{group}.{name}": node for name, node in (cfg.get(group) or {}).items()})
     for key, node in nodes.items():

@@ -11,16 +11,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_logreg.outputs import Status
-from mnist_logreg.runtime import in_multirun
+from mnist_logreg.runtime import PARTS, group_choices, in_multirun
 
 if TYPE_CHECKING:
     from tensorboard.compat.proto.summary_pb2 import Summary
 
-# What a person compares runs by: the settings of these groups, and these keys.
-HPARAMS_GROUPS = ("data", "model", "optimizer", "scheduler", "trainer")
+# What a person compares runs by: the settings of the run's parts (`runtime.PARTS`), and these keys.
 HPARAMS_KEYS = ("seed", "tags")
-# The option chosen in these config groups (`optimizer=adam`), where Hydra has it.
-CHOICES = ("experiment", "data", "model", "optimizer", "scheduler", "trainer")
 
 HParamValue = bool | int | float | str
 
@@ -40,7 +37,7 @@ def hyperparameters(cfg: DictConfig) -> dict[str, HParamValue]:
     kept = {
         key: value
         for key, value in flatten_config(cfg).items()
-        if (key.split("/")[0] in HPARAMS_GROUPS or key in HPARAMS_KEYS)
+        if (key.split("/")[0] in PARTS or key in HPARAMS_KEYS)
         and not key.split("/")[-1].startswith("_")  # `_target_`, `_partial_`
         and not key.endswith("_dir")  # a data directory given as a path: where, not how
     }
@@ -67,14 +64,6 @@ def flatten_config(cfg: DictConfig) -> dict[str, HParamValue]:
             continue
         flat[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
     return flat
-
-
-def group_choices() -> dict[str, str]:
-    """`{"optimizer": "adam", "scheduler": "none", ...}`: the option picked in each group of `CHOICES`."""
-    if not HydraConfig.initialized():
-        return {}
-    choices = HydraConfig.get().runtime.choices
-    return {group: str(choices[group]) for group in CHOICES if choices.get(group) is not None}
 
 
 def varied(hparams: dict[str, HParamValue]) -> list[str]:
