@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist_logreg.core.splits import fold_split, stratified_folds
+from mnist_logreg.core.splits import fold_split, stratified_folds, stratified_fractions
 from mnist_logreg.errors import UserError
 
 
@@ -52,6 +52,21 @@ def test_uneven_folds_differ_by_one_at_most() -> None:
     labels = torch.tensor([0] * 7 + [1] * 4)
     sizes = sorted(len(f) for f in stratified_folds(labels, 3, seed=0))
     assert sizes == [3, 4, 4]
+
+
+def test_fractions_of_each_class_go_to_their_splits_the_rest_to_train(labels: torch.Tensor) -> None:
+    fractions = {"val": 0.1, "test": 0.2}
+    parts = stratified_fractions(labels, fractions, seed=0)
+    every = torch.cat(list(parts.values()))
+    assert len(every) == len(labels) == len(set(every.tolist()))  # disjoint, and together every sample
+    counts = torch.bincount(labels, minlength=10)
+    for split, fraction in fractions.items():
+        share = (counts * fraction).round().long()
+        assert torch.equal(torch.bincount(labels[parts[split]], minlength=10), share)
+    assert all(torch.equal(p, p.sort().values) for p in parts.values())  # in the listing's order
+    again = stratified_fractions(labels, fractions, seed=0)
+    assert all(torch.equal(parts[s], again[s]) for s in parts)
+    assert not torch.equal(parts["val"], stratified_fractions(labels, fractions, seed=1)["val"])
 
 
 @pytest.mark.parametrize(

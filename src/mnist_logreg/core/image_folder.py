@@ -19,6 +19,7 @@ from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from mnist_logreg.core.data import TensorDataModule, check_whole
+from mnist_logreg.core.splits import stratified_fractions
 from mnist_logreg.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -205,19 +206,9 @@ def stratified(samples: Samples, fractions: dict[str, float], seed: int, root: P
     """`samples` split by class: of each class, shuffled with `seed`, `fraction` (rounded) of its images go
     to each split named in `fractions`, the rest to train. Each split keeps the listing's order."""
     labels = torch.tensor([label for _, label in samples])
-    generator = torch.Generator().manual_seed(seed)
-    picked: dict[str, list[int]] = {split: [] for split in ("train", *fractions)}
-    for label in labels.unique():
-        members = (labels == label).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)].tolist()
-        start = 0
-        for split, fraction in fractions.items():
-            count = round(len(members) * fraction)
-            picked[split] += members[start : start + count]
-            start += count
-        picked["train"] += members[start:]
+    picked = stratified_fractions(labels, fractions, seed)
     for split, indices in picked.items():
-        if not indices:
+        if not len(indices):
             key = (
                 f"data.{split}_fraction"
                 if split in fractions
@@ -227,7 +218,7 @@ def stratified(samples: Samples, fractions: dict[str, float], seed: int, root: P
                 f"{root} has too few images ({len(samples)}) for a {split} split ({key}): add images or "
                 "change the fractions."
             )
-    return {split: [samples[i] for i in sorted(indices)] for split, indices in picked.items()}
+    return {split: [samples[i] for i in indices.tolist()] for split, indices in picked.items()}
 
 
 def is_size(value: object) -> bool:

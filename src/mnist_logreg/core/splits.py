@@ -4,7 +4,9 @@ Any data module can use them: they take the labels of its training images and re
 
 - `stratified_folds`: K disjoint folds that together hold every sample, each with the labels in the whole
   set's proportions (every class's count in a fold is within one of its count / K);
-- `fold_split`: fold `i` of those as the validation split, the other K - 1 folds as the training split.
+- `fold_split`: fold `i` of those as the validation split, the other K - 1 folds as the training split;
+- `stratified_fractions`: a fraction of every class to each named split (an image folder's validation and
+  test splits), the rest to training.
 
 The same labels, seed and K give the same folds on any machine: the draws come from a torch generator on the
 CPU, seeded by `seed` alone, so the split does not move when the training seed does.
@@ -42,11 +44,32 @@ def fold_split(labels: torch.Tensor, folds: int, fold: int, seed: int) -> tuple[
     return train, val
 
 
+def stratified_fractions(
+    labels: torch.Tensor, fractions: dict[str, float], seed: int
+) -> dict[str, torch.Tensor]:
+    """`{"train": indices, **{split: indices for split in fractions}}`: of each class, in a seeded random
+    order, `fraction` of its samples (rounded) go to each split, the rest to `train`. Indices sorted; a split
+    may be empty where a class is too small, which the caller judges."""
+    picked: dict[str, list[torch.Tensor]] = {split: [] for split in ("train", *fractions)}
+    for members in _shuffled_classes(labels, seed):
+        start = 0
+        for split, fraction in fractions.items():
+            count = round(len(members) * fraction)
+            picked[split].append(members[start : start + count])
+            start += count
+        picked["train"].append(members[start:])
+    return {split: torch.cat(parts).sort().values for split, parts in picked.items()}
+
+
 def _class_by_class(labels: torch.Tensor, seed: int) -> torch.Tensor:
     """Every sample index once: class 0's in a seeded random order, then class 1's, and so on."""
+    return torch.cat(_shuffled_classes(labels, seed))
+
+
+def _shuffled_classes(labels: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Each class's sample indices in a random order drawn from `seed`, the classes in ascending order."""
     generator = torch.Generator().manual_seed(seed)
-    parts = []
-    for label in torch.unique(labels):
-        members = torch.nonzero(labels == label).flatten()
-        parts.append(members[torch.randperm(len(members), generator=generator)])
-    return torch.cat(parts)
+    return [
+        members[torch.randperm(len(members), generator=generator)]
+        for members in (torch.nonzero(labels == label).flatten() for label in torch.unique(labels))
+    ]
