@@ -15,12 +15,23 @@ from pathlib import Path
 
 import lightning as L
 import pytest
+import torch
 from omegaconf import DictConfig
 from torchvision.datasets import MNIST
 
 import services
 from helpers import ROOT, compose_config, make_digits, write_idx
 from mnist_logreg.core.data import MNISTDataModule
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`pytest -n auto`), each worker and the processes its tests start get their share
+    of the cores, so that N workers do not each run torch on every core at once."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,9 @@ from omegaconf import OmegaConf
 from helpers import ROOT, job_dir, results
 from mnist_logreg.sweeps.study import open_storage
 
+# One cluster at a time on this host: with pytest-xdist, these tests share one worker (`--dist loadgroup`).
+pytestmark = pytest.mark.xdist_group("slurm")
+
 # What a CPU-only job on the test cluster asks for: one CPU each, so that the node runs several at once.
 CPU_JOB = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=null", "trainer.accelerator=cpu"]
 CPU_JOB += [
