@@ -18,12 +18,13 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf, open_dict
 
 from helpers import NOT_RESULTS, ROOT, compose_config
 from mnist_logreg.runs.overrides import with_run_overrides
 from mnist_logreg.runs.reproduction import differences
-from mnist_logreg.runs.run_lock import refusal
+from mnist_logreg.runs.run_lock import OneRunPerDirectory, refusal, sweep_refusal
 from mnist_logreg.runs.training import train
 from mnist_logreg.tracking.provenance import code_version
 
@@ -201,6 +202,47 @@ def test_a_new_run_into_a_finished_runs_directory_is_refused_and_the_record_kept
         "in a new directory (leave out hydra.run.dir)"
     )
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # metrics.json, .hydra/...
+
+
+def test_a_basic_sweep_into_a_sweep_dir_with_finished_jobs_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sweep = tmp_path / "sweep"
+    assert sweep_refusal(sweep) is None  # not there yet
+    for job, status in (("0_seed-1", "failed"), ("1_seed-2", "interrupted")):
+        (sweep / job).mkdir(parents=True)
+        (sweep / job / "metrics.json").write_text(json.dumps({"status": status}))
+    (sweep / "plots").mkdir()
+    assert sweep_refusal(sweep) is None  # nothing finished: its jobs may be run again
+    (sweep / "2_seed-3").mkdir()
+    (sweep / "2_seed-3" / "metrics.json").write_text(json.dumps({"status": "completed"}))
+    expected = (
+        f"{sweep} holds a finished sweep (1 finished jobs, 2_seed-3 first), kept as it is: sweep into a new "
+        "directory (leave out hydra.sweep.dir)"
+    )
+    assert sweep_refusal(sweep) == expected
+    for search, refused in (([], True), (["hparams_search=optuna"], False)):
+        cfg = compose_config([*search, f"hydra.sweep.dir={sweep}"], tmp_path / "run")
+        with open_dict(cfg):
+            cfg.hydra = HydraConfig.get()  # the callback is handed the config with its `hydra` node
+        if refused:
+            with pytest.raises(SystemExit) as stop:
+                OneRunPerDirectory().on_multirun_start(cfg)
+            assert stop.value.code == 2 and capsys.readouterr().err.strip() == expected
+        else:  # an Optuna search goes on in its sweep dir: each trial in a new directory
+            OneRunPerDirectory().on_multirun_start(cfg)
+
+
+@pytest.mark.slow
+def test_a_sweep_into_a_finished_sweep_is_refused_before_hydra_writes_there(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    (sweep / "0_seed-1").mkdir(parents=True)
+    (sweep / "0_seed-1" / "metrics.json").write_text(json.dumps({"status": "completed", "val/acc": 0.8}))
+    before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
+    refused = start("train.py", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"{sweep} holds a finished sweep (1 finished")
+    assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before  # no multirun.yaml either
 
 
 @pytest.mark.slow  # git in subprocesses

@@ -25,6 +25,9 @@ from omegaconf import DictConfig
 from mnist_logreg.errors import UserError
 from mnist_logreg.outputs import CHECKPOINTS, LOCK, METRICS, is_finished, status
 
+# The target of Hydra's `hydra/sweeper: basic`, as the config names it (a string: no import of Hydra's code).
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
 
 class RunDirectoryInUse(UserError):
     """Another live process writes this run directory."""
@@ -64,15 +67,25 @@ def run_directory_lock(run_dir: str | Path) -> Iterator[None]:
 class OneRunPerDirectory(HydraCallback):
     """Refuse a run into a directory that holds a finished run (a `metrics.json` whose status is
     completed, or debug), unless it continues that run from its own checkpoint (`ckpt_path=auto`, or a
-    checkpoint in its `checkpoints/`): one line naming both ways on, exit status 2.
+    checkpoint in its `checkpoints/`): one line naming both ways on, exit status 2. And a sweep of Hydra's
+    basic sweeper into a sweep directory that holds finished jobs: its jobs would be written over them.
 
-    A Hydra callback (conf/hydra/default.yaml) at the start of a single run, before Hydra writes the run's
-    `.hydra/` files and log: the finished record stays as it was, byte for byte.
+    A Hydra callback (conf/hydra/default.yaml) at the start of a single run or a sweep, before Hydra writes
+    the run's `.hydra/` files and log: the finished records stay as they were, byte for byte. The Optuna
+    sweeper is let through: its workers share a sweep directory and each trial gets a new one in it.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         run_dir = Path(str(config.hydra.run.dir))
         message = refusal(run_dir, config.get("ckpt_path"), str(config.hydra.job.name))
+        if message:
+            print(message, file=sys.stderr)
+            sys.exit(2)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if str(config.hydra.sweeper.get("_target_")) != BASIC_SWEEPER:
+            return
+        message = sweep_refusal(Path(str(config.hydra.sweep.dir)))
         if message:
             print(message, file=sys.stderr)
             sys.exit(2)
@@ -95,3 +108,15 @@ def refusal(run_dir: Path, ckpt_path: str | None, job: str) -> str | None:
     else:
         ways = "give this run a new directory (leave out hydra.run.dir)"
     return f"{run_dir} holds a finished run ({status(run_dir)}, {METRICS}), kept as it is: {ways}"
+
+
+def sweep_refusal(sweep_dir: Path) -> str | None:
+    """Why a new sweep cannot go into `sweep_dir`, in one line: the finished jobs it holds; None if it can."""
+    jobs = sorted(path for path in sweep_dir.glob("*") if path.is_dir()) if sweep_dir.is_dir() else []
+    finished = [job.name for job in jobs if is_finished(job)]
+    if not finished:
+        return None
+    return (
+        f"{sweep_dir} holds a finished sweep ({len(finished)} finished jobs, {finished[0]} first), kept as "
+        "it is: sweep into a new directory (leave out hydra.sweep.dir)"
+    )
