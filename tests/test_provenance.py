@@ -217,7 +217,7 @@ def test_a_basic_sweep_into_a_sweep_dir_with_finished_jobs_is_refused(
     (sweep / "2_seed-3").mkdir()
     (sweep / "2_seed-3" / "metrics.json").write_text(json.dumps({"status": "completed"}))
     expected = (
-        f"{sweep} holds a finished sweep (1 finished jobs, 2_seed-3 first), kept as it is: sweep into a new "
+        f"{sweep} holds a finished sweep (1 finished job, 2_seed-3 first), kept as it is: sweep into a new "
         "directory (leave out hydra.sweep.dir)"
     )
     assert sweep_refusal(sweep) == expected
@@ -241,7 +241,8 @@ def test_a_sweep_into_a_finished_sweep_is_refused_before_hydra_writes_there(tmp_
     before = {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()}
     refused = start("train.py", "-m", "seed=1,2", f"hydra.sweep.dir={sweep}")
     assert refused.returncode == 2, refused.stderr[-2000:]
-    assert refused.stderr.strip().splitlines()[-1].startswith(f"{sweep} holds a finished sweep (1 finished")
+    last_line = refused.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"{sweep} holds a finished sweep (1 finished job, 0_seed-1 first)")
     assert {p: p.read_bytes() for p in sweep.rglob("*") if p.is_file()} == before  # no multirun.yaml either
 
 

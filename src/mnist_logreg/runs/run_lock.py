@@ -116,7 +116,8 @@ def sweep_refusal(sweep_dir: Path) -> str | None:
     finished = [job.name for job in jobs if is_finished(job)]
     if not finished:
         return None
+    jobs_held = f"{len(finished)} finished job{'s' if len(finished) > 1 else ''}, {finished[0]} first"
     return (
-        f"{sweep_dir} holds a finished sweep ({len(finished)} finished jobs, {finished[0]} first), kept as "
-        "it is: sweep into a new directory (leave out hydra.sweep.dir)"
+        f"{sweep_dir} holds a finished sweep ({jobs_held}), kept as it is: sweep into a new directory "
+        "(leave out hydra.sweep.dir)"
     )
