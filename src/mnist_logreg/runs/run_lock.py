@@ -112,8 +112,7 @@ def refusal(run_dir: Path, ckpt_path: str | None, job: str) -> str | None:
 
 def sweep_refusal(sweep_dir: Path) -> str | None:
     """Why a new sweep cannot go into `sweep_dir`, in one line: the finished jobs it holds; None if it can."""
-    jobs = sorted(path for path in sweep_dir.glob("*") if path.is_dir()) if sweep_dir.is_dir() else []
-    finished = [job.name for job in jobs if is_finished(job)]
+    finished = sorted(job.name for job in sweep_dir.glob("*") if job.is_dir() and is_finished(job))
     if not finished:
         return None
     jobs_held = f"{len(finished)} finished job{'s' if len(finished) > 1 else ''}, {finished[0]} first"
